@@ -31,6 +31,7 @@ export const DropReason = {
   UNSUPPORTED_PROTOCOL: 15, // IP protocol the engine does not forward statelessly
   NOT_OWNER: 16, // (cluster) bucket not owned here and correction impossible
   MARTIAN_ADDRESS: 17, // multicast/broadcast/unspecified source, loopback
+  ICMP_INVALID_NEW: 18, // ICMP/ICMPv6 without a connection that cannot start one (not an echo request)
 } as const;
 export type DropReason = (typeof DropReason)[keyof typeof DropReason];
 export const DROP_REASON_NAMES: readonly string[] = [
@@ -52,6 +53,7 @@ export const DROP_REASON_NAMES: readonly string[] = [
   "unsupported-protocol",
   "not-owner",
   "martian-address",
+  "icmp-invalid-new",
 ];
 export const DROP_REASON_COUNT = DROP_REASON_NAMES.length;
 

@@ -1,0 +1,36 @@
+#!/usr/bin/env node
+// The `tandem` command. Each subcommand lives in its own module; this file only wires them
+// to commander and turns TandemErrors into a message and an exit status.
+
+import { Command, CommanderError } from "commander";
+import { TandemError, exitCodeOf } from "../stdx/errors.js";
+import { registerReplay } from "./replay.js";
+
+const program = new Command();
+program
+  .name("tandem")
+  .description("Tandem: an open, software hyperscale gateway cluster")
+  .version("0.1.0")
+  .exitOverride()
+  .showHelpAfterError();
+
+registerReplay(program);
+
+async function main(): Promise<void> {
+  try {
+    await program.parseAsync(process.argv);
+  } catch (error) {
+    if (error instanceof CommanderError) {
+      process.exitCode = error.exitCode === 0 ? 0 : 2;
+      return;
+    }
+    if (error instanceof TandemError) {
+      process.stderr.write(`tandem: ${error.message} (${error.code})\n`);
+      process.exitCode = exitCodeOf(error.code);
+      return;
+    }
+    throw error;
+  }
+}
+
+await main();

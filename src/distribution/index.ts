@@ -1,0 +1,58 @@
+// Public surface of the distribution plane: flow -> bucket, bucket -> owner and backup,
+// epochs, and transition plans. Everything here is synchronous and free of I/O.
+
+export {
+  addressHashOfView,
+  bucketOf,
+  bucketOfView,
+  FRAGMENT_CAPACITY_DEFAULT,
+  FRAGMENT_CAPACITY_MAX,
+  FRAGMENT_TIMEOUT_MS_DEFAULT,
+  FragmentStats,
+  FragmentTracker,
+  type FragmentTrackerOptions,
+} from "./bucket-hash.js";
+export {
+  autoBucketCount,
+  BUCKET_COUNT_DEFAULT,
+  BUCKET_COUNT_MAX,
+  BUCKETS_PER_MEMBER_MIN,
+  buildBucketTable,
+  isPowerOfTwo,
+  MEMBER_COUNT_MAX,
+  memberHashId,
+  memberIndexOf,
+  membersOf,
+  NO_MEMBER,
+  normalizeMembers,
+  ranking,
+  rendezvousUnit,
+  type BucketTable,
+  type MemberWeight,
+} from "./rendezvous.js";
+export {
+  backupOf,
+  bucketsBackedUpBy,
+  bucketsOwnedBy,
+  createEpochTable,
+  loadPerMember,
+  ownerOf,
+  unprotectedCount,
+  type EpochTable,
+  type EpochTableOptions,
+  type MemberLoad,
+} from "./epoch.js";
+export {
+  diffTables,
+  extraBackupsOf,
+  planDrain,
+  planFailure,
+  planJoin,
+  planWeights,
+  type BucketChange,
+  type BucketMove,
+  type MoveKind,
+  type TransitionKind,
+  type TransitionPhase,
+  type TransitionPlan,
+} from "./transition.js";

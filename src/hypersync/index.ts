@@ -1,0 +1,8 @@
+// HyperSync's public surface: records, datagrams, the reliable per-peer channel, digests.
+// Other planes import from here, not from the files behind it.
+
+export * from "./constants.js";
+export * from "./records.js";
+export * from "./datagram.js";
+export * from "./channel.js";
+export * from "./digest.js";
