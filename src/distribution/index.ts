@@ -26,6 +26,7 @@ export {
   NO_MEMBER,
   normalizeMembers,
   ranking,
+  referenceBucketTable,
   rendezvousUnit,
   type BucketTable,
   type MemberWeight,

@@ -455,7 +455,7 @@ function fillGeneral(keys: MemberKeys, owner: Int16Array, backup: Int16Array): v
       l = Math.imul(l, 0xc2b2ae35);
       l ^= l >>> 16;
       const u = (hi * TWO_POW_20 + (l >>> 12) + 0.5) * TWO_POW_MINUS_52;
-      if ((u - 1) * w * 0.98 < secondKey) continue;
+      if ((u - 1) * w < secondKey) continue;
       const key = Math.log(u) * w;
       // Members arrive in index order, so strict comparisons keep the lower index on a full tie.
       if (key > bestKey || (key === bestKey && u > bestU)) {
@@ -489,6 +489,46 @@ export function ranking(bucket: number, members: readonly MemberWeight[], seed: 
   for (const entry of order) entry.key = Math.log(entry.u) * keys.inverseWeight[entry.index]!;
   order.sort(compareRank);
   return order.map((o) => o.id);
+}
+
+/**
+ * Reference implementation of buildBucketTable: every key evaluated with Math.log, no
+ * shortcuts, stdx hash functions. It is the specification the fast loops are tested against
+ * (and a diagnostic); it is many times slower.
+ */
+export function referenceBucketTable(members: readonly MemberWeight[], bucketCount: number, seed: number): BucketTable {
+  assert(isPowerOfTwo(bucketCount), "bucket count must be a power of two");
+  const sorted = normalizeMembers(members);
+  const keys = memberKeys(sorted, seed);
+  const owner = new Int16Array(bucketCount);
+  const backup = new Int16Array(bucketCount);
+  for (let b = 0; b < bucketCount; b++) {
+    let best = NO_MEMBER;
+    let second = NO_MEMBER;
+    let bestKey = 0;
+    let secondKey = 0;
+    let bestU = 0;
+    let secondU = 0;
+    for (let m = 0; m < sorted.length; m++) {
+      const u = unitOf(keys, m, b);
+      const key = Math.log(u) * keys.inverseWeight[m]!;
+      if (best === NO_MEMBER || ranksBefore(key, u, m, bestKey, bestU, best)) {
+        second = best;
+        secondKey = bestKey;
+        secondU = bestU;
+        best = m;
+        bestKey = key;
+        bestU = u;
+      } else if (second === NO_MEMBER || ranksBefore(key, u, m, secondKey, secondU, second)) {
+        second = m;
+        secondKey = key;
+        secondU = u;
+      }
+    }
+    owner[b] = best;
+    backup[b] = second;
+  }
+  return { bucketCount, members: sorted.map((m) => m.id), weights: sorted.map((m) => m.weight), owner, backup };
 }
 
 /** Index of a member in a table, or NO_MEMBER. */
