@@ -9,6 +9,7 @@ type BenchFn = (opts: { json: boolean; quick: boolean }) => Promise<Record<strin
 const benches: Record<string, () => Promise<BenchFn>> = {
   engine: async () => (await import("./engine.js")).run,
   distribution: async () => (await import("./distribution.js")).run,
+  "rule-base": async () => (await import("./rule-base.js")).run,
 };
 
 function commit(): string {

@@ -18,7 +18,7 @@ describe("parseCidr", () => {
     expect(cidr("10.1.2.3/24").hostBitsSet).toBe(true);
     expect(cidr("10.1.2.128/25").hostBitsSet).toBe(false);
     expect(cidr("10.1.2.129/25").hostBitsSet).toBe(true);
-    expect(cidr("2001:db8::8000:0:0:0/65").hostBitsSet).toBe(true);
+    expect(cidr("2001:db8::4000:0:0:0/65").hostBitsSet).toBe(true);
     expect(cidr("2001:db8:0:0:8000::/65").hostBitsSet).toBe(false);
   });
 

@@ -131,6 +131,12 @@ export class ConnectionTable {
    */
   clockMs = 0;
   readonly stats: ConnectionTableStats = { inserted: 0, removed: 0, expired: 0, evicted: 0, insertFailed: 0 };
+  /**
+   * Called with the id of every entry about to leave the table (remove, expiry, eviction, the
+   * re-keying in restore), while its fields are still readable. HyperSync uses it to replicate
+   * removals the engine makes on its own. It must not insert or remove entries.
+   */
+  onRemove: ((id: number) => void) | null = null;
 
   /** Entry records (see the file comment); public for the tracker in this directory. */
   readonly words: Uint32Array;
@@ -426,6 +432,41 @@ export class ConnectionTable {
     return this.lookup(key.zone, this.viewOfKey(key), hash);
   }
 
+  /**
+   * keyOf without allocation: writes the key into `out`, whose src and dst must already have
+   * the entry's address length (4, or 16 when isIpv6(id)). Returns out.
+   */
+  keyInto(id: number, out: FlowKey): FlowKey {
+    assert(this.isLive(id), "keyInto: entry not live");
+    const words = this.words;
+    const base = id * ENTRY_WORDS;
+    const meta = words[base + W_META]!;
+    const protocol = (meta >>> 8) & 0xff;
+    const origIsB = (meta & META_ORIG_IS_B) !== 0;
+    const v6 = (meta & META_IPV6) !== 0;
+    const length = v6 ? 16 : 4;
+    assert(out.src.length === length && out.dst.length === length, "keyInto: out has the wrong address length");
+    const aOut = origIsB ? out.dst : out.src;
+    const bOut = origIsB ? out.src : out.dst;
+    if (v6) {
+      const poolBase = words[base + W_ADDR_A]! * V6_POOL_WORDS;
+      wordsInto(this.v6Pool, poolBase, 4, aOut);
+      wordsInto(this.v6Pool, poolBase + 4, 4, bOut);
+    } else {
+      wordsInto(words, base + W_ADDR_A, 1, aOut);
+      wordsInto(words, base + W_ADDR_B, 1, bOut);
+    }
+    const ports = words[base + W_PORTS]!;
+    let portA = ports >>> 16;
+    let portB = ports & 0xffff;
+    if (isIcmpProtocol(protocol)) portB = portA; // echo: both "ports" are the identifier
+    out.zone = meta >>> 16;
+    out.protocol = protocol;
+    out.srcPort = origIsB ? portB : portA;
+    out.dstPort = origIsB ? portA : portB;
+    return out;
+  }
+
   /** The connection's key in its ORIGINAL direction (allocates). */
   keyOf(id: number): FlowKey {
     assert(this.isLive(id), "keyOf: entry not live");
@@ -715,6 +756,7 @@ export class ConnectionTable {
 
   private removeEntry(id: number): void {
     assert(this.isLive(id), "remove: entry not live");
+    if (this.onRemove !== null) this.onRemove(id);
     const words = this.words;
     const base = id * ENTRY_WORDS;
     const slot = this.slotOf(id);
@@ -813,6 +855,16 @@ function compareV6(buf: Uint8Array, aOffset: number, bOffset: number): number {
     if (a !== b) return a < b ? -1 : 1;
   }
   return 0;
+}
+
+function wordsInto(words: Uint32Array, offset: number, count: number, out: Uint8Array): void {
+  for (let i = 0; i < count; i++) {
+    const w = words[offset + i]!;
+    out[i * 4] = w >>> 24;
+    out[i * 4 + 1] = (w >>> 16) & 0xff;
+    out[i * 4 + 2] = (w >>> 8) & 0xff;
+    out[i * 4 + 3] = w & 0xff;
+  }
 }
 
 function wordsToBytes(words: Uint32Array, offset: number, count: number): Uint8Array {

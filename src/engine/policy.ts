@@ -2,11 +2,11 @@
 //
 // A policy is an ordered list of rules; the first rule that matches a new connection decides
 // its fate, and a connection no rule matches is dropped. Validation is strict and specific:
-// every error is a TandemError(POLICY_INVALID) whose message and details name the rule (by
-// name when it has one, and by 1-based position "#n"), the field, and, for YAML input, the
-// line. A policy that validates always compiles (rule-base.ts); a rule that could never
-// match (an IPv4 source with an IPv6 destination, "icmp" on IPv6-only addresses) is refused
-// rather than silently kept.
+// every error is a TandemError(POLICY_INVALID) whose message names the rule (by name when it
+// has one, and by 1-based position "#n"), the field, and, for YAML input, the line; details
+// carry { rule: name or 0-based index, ruleIndex: 0-based, field, line? }. A policy that
+// validates always compiles (rule-base.ts); a rule that could never match (an IPv4 source
+// with an IPv6 destination, "icmp" on IPv6-only addresses) is refused rather than kept.
 //
 // Invariants of a ParsedRule (the compiler's input): address lists are non-empty unless
 // `any`, prefixes have no host bits set, port ranges satisfy 0 <= lo <= hi <= 65535 and are

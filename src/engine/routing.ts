@@ -1,25 +1,29 @@
 // The security group's route table: connected prefixes of its interfaces plus static routes,
 // longest-prefix match for IPv4 and IPv6, no allocation per lookup.
 //
-// Layout: per address family, one open-addressing hash table per prefix length that occurs,
-// probed from the longest length down; the first hit is the longest match. A typical SG has
-// 2-10 routes over 2-4 distinct lengths (2-4 probes per lookup); 10,000 routes still cost at
-// most one probe per distinct length (<= 33 for IPv4, <= 129 for IPv6), independent of the
-// route count.
+// IPv4: prefixes up to /16 are expanded into a 65,536-entry table indexed by the top 16 bits
+// (each entry holds the longest such route covering that /16). Longer prefixes live in one
+// open-addressing hash table per length, and a second 65,536-entry table says, per /16,
+// which of the lengths 17-32 have a route inside it; a lookup probes only those, longest
+// first, then falls back to the expanded entry. Typical cost: two reads; worst case one
+// probe per distinct length above /16 in the packet's /16 (512 KiB per table, fixed).
 //
-//   lengths4:   [ 32 | 24 | 16 | 0 ]            (descending, only lengths with routes)
-//   slot range: [ base, base + size ) per length in keys4 / routeOf4 (size a power of two)
-//   probe:      key = addr & mask(length); slot = base + (fmix32(key ^ length) & (size - 1)), linear
+//   short4[top16]        -> route id (<= /16) or -1
+//   longLengths4[top16]  -> bitmask of lengths 17..32 present below this /16
+//   per length L > 16:   key = addr & mask(L); slot = fmix32(L ^ key) & (size - 1), linear probe
+//
+// IPv6: the same per-length hash tables for every length present, probed longest first (SG
+// tables are small: a handful of lengths).
 //
 // Invariants: no two routes have the same prefix (connected prefixes on two interfaces, or a
 // static route repeating any prefix, are configuration errors); a static route's `via` lies
-// inside a connected prefix of its own interface; every table is at most half full, so a
-// probe always reaches an empty slot.
+// inside a connected prefix of its own interface; every hash table is at most half full, so
+// a probe always reaches an empty slot.
 
 import type { PacketView } from "../packet/view.js";
 import { assert } from "../stdx/assert.js";
 import { ErrorCode, TandemError } from "../stdx/errors.js";
-import { fmix32 } from "../stdx/hash.js";
+import { fmix32, mixWord } from "../stdx/hash.js";
 import { cidrContains, formatNetwork, networkOf, parseCidr, v4Mask, v4Value, type Cidr } from "./cidr.js";
 import { formatIp } from "../packet/addr.js";
 
@@ -110,9 +114,11 @@ class PrefixTables {
     });
   }
 
+  /** Home slot of a key; lookup4 / lookup6 inline the same hash (one word: fmix32(L ^ k); four: murmur body + fmix32). */
   private home(lengthIndex: number, words: Uint32Array, offset: number): number {
-    let hash = this.lengths[lengthIndex]!;
-    for (let w = 0; w < this.words; w++) hash = fmix32(hash ^ (words[offset + w]! & this.masks[lengthIndex * this.words + w]!));
+    const length = this.lengths[lengthIndex]!;
+    const key = (w: number): number => (words[offset + w]! & this.masks[lengthIndex * this.words + w]!) >>> 0;
+    const hash = this.words === 1 ? fmix32(length ^ key(0)) : fmix32(mixWord(mixWord(mixWord(mixWord(length, key(0)), key(1)), key(2)), key(3)));
     return this.bases[lengthIndex]! + (hash & (this.sizes[lengthIndex]! - 1));
   }
 }
@@ -141,7 +147,14 @@ export class RouteTable {
   private readonly routeHasVia: Uint8Array;
   private readonly routeVia4: Uint32Array;
   private readonly routeVia6: Uint8Array;
+  /** IPv4 routes of length 17-32, hashed per length. */
   private readonly tables4: PrefixTables;
+  /** Per /16 (top 16 bits): bit (length - 17) set when a route of that length lies inside it. */
+  private readonly longLengths4: Uint32Array;
+  /** Prefix length -> index into tables4's per-length arrays (-1: no route of that length). */
+  private readonly lengthIndex4: Int32Array;
+  /** Per /16: the longest route of length <= 16 covering it, or -1 (prefix expansion). */
+  private readonly short4: Int32Array;
   private readonly tables6: PrefixTables;
   private readonly local4: Uint32Array;
   private readonly local6: Uint8Array;
@@ -274,7 +287,21 @@ export class RouteTable {
       const item = { words: wordsOf(entry.network.bytes), length: entry.network.length, route };
       (entry.network.family === 4 ? v4 : v6).push(item);
     });
-    this.tables4 = new PrefixTables(1, v4);
+    const long4 = v4.filter((item) => item.length > 16);
+    this.tables4 = new PrefixTables(1, long4);
+    this.lengthIndex4 = new Int32Array(33).fill(-1);
+    this.tables4.lengths.forEach((length, i) => (this.lengthIndex4[length] = i));
+    this.longLengths4 = new Uint32Array(1 << 16);
+    for (const item of long4) {
+      const top = item.words[0]! >>> 16;
+      this.longLengths4[top] = this.longLengths4[top]! | (1 << (item.length - 17));
+    }
+    // Shorter prefixes first, so a longer one overwrites the /16s it covers.
+    this.short4 = new Int32Array(1 << 16).fill(-1);
+    for (const item of v4.filter((entry) => entry.length <= 16).sort((a, b) => a.length - b.length)) {
+      const first = item.words[0]! >>> 16;
+      this.short4.fill(item.route, first, first + 2 ** (16 - item.length));
+    }
     this.tables6 = new PrefixTables(4, v6);
     this.local4 = Uint32Array.from(local4);
     this.local6 = new Uint8Array(local6.length * 16);
@@ -297,28 +324,41 @@ export class RouteTable {
     return -1;
   }
 
+  /** Longest-prefix match for an IPv4 address (unsigned 32-bit). */
   lookup4(address: number): number {
-    const t = this.tables4;
-    const lengths = t.lengths;
     const key0 = address >>> 0;
-    for (let i = 0; i < lengths.length; i++) {
-      const key = (key0 & t.masks[i]!) >>> 0;
-      const base = t.bases[i]!;
-      const sizeMask = t.sizes[i]! - 1;
-      let slot = fmix32(lengths[i]! ^ key) & sizeMask;
-      while (true) {
-        const route = t.routeOf[base + slot]!;
-        if (route === -1) break;
-        if (t.keys[base + slot] === key) {
-          this.lastRoute = route;
-          this.lastNextHop4 = this.routeHasVia[route] === 1 ? this.routeVia4[route]! : key0;
-          return this.routeInterface[route]!;
+    const top = key0 >>> 16;
+    // Longer than /16: probe only the lengths that have a route inside this /16, longest first.
+    let lengths = this.longLengths4[top]!;
+    if (lengths !== 0) {
+      const t = this.tables4;
+      while (lengths !== 0) {
+        const bit = 31 - Math.clz32(lengths);
+        lengths ^= 1 << bit;
+        const i = this.lengthIndex4[17 + bit]!;
+        const key = (key0 & t.masks[i]!) >>> 0;
+        const base = t.bases[i]!;
+        const sizeMask = t.sizes[i]! - 1;
+        let slot = fmix32(t.lengths[i]! ^ key) & sizeMask;
+        while (true) {
+          const route = t.routeOf[base + slot]!;
+          if (route === -1) break;
+          if (t.keys[base + slot] === key) return this.found4(route, key0);
+          slot = (slot + 1) & sizeMask;
         }
-        slot = (slot + 1) & sizeMask;
       }
     }
+    // /16 or shorter: expanded into one table entry per /16.
+    const route = this.short4[top]!;
+    if (route >= 0) return this.found4(route, key0);
     this.lastRoute = -1;
     return -1;
+  }
+
+  private found4(route: number, destination: number): number {
+    this.lastRoute = route;
+    this.lastNextHop4 = this.routeHasVia[route] === 1 ? this.routeVia4[route]! : destination;
+    return this.routeInterface[route]!;
   }
 
   /** Longest-prefix match for the 16-byte IPv6 address at buf[offset]. */
@@ -338,16 +378,22 @@ export class RouteTable {
       const k3 = (a3 & masks[i * 4 + 3]!) >>> 0;
       const base = t.bases[i]!;
       const sizeMask = t.sizes[i]! - 1;
-      // Same hash as PrefixTables.home: fmix32 folded over the masked words.
-      let slot = fmix32(fmix32(fmix32(fmix32(lengths[i]! ^ k0) ^ k1) ^ k2) ^ k3) & sizeMask;
+      // Same hash as PrefixTables.home.
+      let slot = fmix32(mixWord(mixWord(mixWord(mixWord(lengths[i]!, k0), k1), k2), k3)) & sizeMask;
       while (true) {
         const route = t.routeOf[base + slot]!;
         if (route === -1) break;
         const at = (base + slot) * 4;
         if (keys[at] === k0 && keys[at + 1] === k1 && keys[at + 2] === k2 && keys[at + 3] === k3) {
           this.lastRoute = route;
-          if (this.routeHasVia[route] === 1) this.lastNextHop6.set(this.routeVia6.subarray(route * 16, route * 16 + 16));
-          else for (let b = 0; b < 16; b++) this.lastNextHop6[b] = buf[offset + b]!;
+          // Byte loops, not set(subarray()): a subarray is an allocation.
+          const nextHop = this.lastNextHop6;
+          if (this.routeHasVia[route] === 1) {
+            const via = this.routeVia6;
+            for (let b = 0; b < 16; b++) nextHop[b] = via[route * 16 + b]!;
+          } else {
+            for (let b = 0; b < 16; b++) nextHop[b] = buf[offset + b]!;
+          }
           return this.routeInterface[route]!;
         }
         slot = (slot + 1) & sizeMask;

@@ -1,38 +1,40 @@
-// The compiled rule base: first-match policy lookup in time that does not grow linearly with
-// the rule count, with no allocation per lookup.
+// The compiled rule base: first-match policy lookup whose cost does not grow with the rule
+// count the way a linear scan does, with no allocation per lookup.
 //
-// Algorithm: bit vectors per dimension (Lakshman & Stiliadis), with chunked deduplication.
+// Algorithm: bit vectors per dimension (Lakshman & Stiliadis), chunked and deduplicated.
 // The five dimensions are source address, destination address, protocol, "L4 destination"
 // (the destination port for TCP/UDP, the ICMP type for ICMP/ICMPv6) and source port. Each
-// dimension's value space is cut at every rule boundary into elementary intervals; for each
-// interval we know the set of rules that match in that dimension, as a bitset in rule order.
-// A packet's matching rules are the AND of its five bitsets, and the first match is the
-// lowest set bit. Folding the ICMP type into the destination-port dimension is sound because
-// a rule constrains it only together with a protocol, which the protocol dimension checks.
+// dimension's value space is cut at every rule boundary into elementary intervals; each
+// interval knows the set of rules that match in that dimension, as a bitset in rule order.
+// A packet's matching rules are the AND of its five bitsets; the first match is the lowest
+// set bit. Folding the ICMP type into the destination-port dimension is sound because a rule
+// constrains it only together with an ICMP protocol, which the protocol dimension checks.
 //
-// Bitsets are stored as 256-rule chunks (8 x 32-bit words). Per dimension, identical chunks
-// are stored once in a pool, and each interval holds one 16-bit chunk id per 256-rule
-// position; id 0 is the all-zero chunk, so a position where any dimension has no candidate
-// costs one read and no word ANDs:
+// Bitsets are stored as 256-rule chunks (8 x 32-bit words). Per dimension, equal chunks are
+// stored once in a pool and each interval holds one 16-bit chunk id per 256-rule position.
+// Id 0 is the all-zero chunk (the position is skipped after one read) and id 1 the all-ones
+// chunk (typically "any": the dimension is left out of that position's AND):
 //
 //   interval row (dimension d):  [ id p0 | id p1 | ... | id pP-1 ]   P = ceil(rules / 256)
 //                                     |
 //   chunk pool (dimension d):    id -> 8 words = bits of rules p*256 .. p*256+255
 //
 //   match: for each position p: if any of the 5 ids is 0, skip; else AND the 8 words of the
-//   5 chunks, the first non-zero word gives the first matching rule.
+//   non-full chunks; the first non-zero word gives the first matching rule.
 //
-// Finding the interval is a binary search for addresses and a direct table for protocol
-// (256 entries) and ports (65536 entries). IPv4 and IPv6 rules are compiled separately, so a
-// packet only ever looks at rules of its own family; a rule with source and destination
-// "any" is in both.
+// Finding the interval is a two-level binary search for addresses (a sampled index that stays
+// in cache, then a 16-entry block) and a direct table for protocol (256 entries) and ports
+// (65536 entries). IPv4 and IPv6 rules are compiled separately, so a packet only looks at
+// rules of its own family; a rule whose source and destination both allow a family (e.g.
+// "any") is in that family's set.
 //
 // Bounds: a group holds at most GROUP_RULES_MAX rules (so P <= 64) and at most
-// GROUP_RANGES_MAX ranges per dimension (so at most 2 * GROUP_RANGES_MAX + 1 distinct chunks
-// per dimension, which keeps ids within 16 bits). Larger policies are split into several
-// groups searched in rule order; the first group with a match wins. Memory is therefore at
-// most about 320 bytes per address / port range (each range adds <= 2 interval rows of <= 64
-// ids and <= 2 chunks of 32 bytes), never quadratic in the rule count.
+// GROUP_RANGES_MAX ranges per dimension (every chunk id is created at a boundary where one of
+// its rules toggles, so ids stay below 2 + 2 * GROUP_RANGES_MAX <= 65536). Larger policies are
+// split into several groups searched in rule order; the first group with a match wins.
+// Memory is therefore at most about 300 bytes per address / port range (a range adds <= 2
+// interval rows of <= 64 two-byte ids and <= 2 chunks of 32 bytes), never quadratic in the
+// rule count. Worst-case lookup work is P word-ANDs per dimension per group: rules / 32.
 //
 // hits: the caller counts, `hits[match(view)]++`; match() itself is pure so that "what would
 // this packet hit" queries (policy test, replay what-if) do not disturb the counters.
@@ -64,11 +66,6 @@ const FULL_ID = 1;
 const FULL_POOL: Uint32Array = new Uint32Array(CHUNK_WORDS).fill(0xffffffff);
 const GROUP_RULES_MAX = 16_384;
 const GROUP_RANGES_MAX = 32_767;
-
-interface GroupLimits {
-  rulesMax: number;
-  rangesMax: number;
-}
 const PROTO_ICMP = 1;
 const PROTO_ICMPV6 = 58;
 
@@ -76,6 +73,11 @@ const DOMAIN_V4 = 1n << 32n;
 const DOMAIN_V6 = 1n << 128n;
 const DOMAIN_PROTOCOL = 256n;
 const DOMAIN_PORT = 65536n;
+
+interface GroupLimits {
+  rulesMax: number;
+  rangesMax: number;
+}
 
 /** An interval boundary during compilation: a number, or for IPv6 33 hex digits (sortable as text). */
 type PointKey = number | string;
@@ -98,13 +100,10 @@ class RuleGroup {
     readonly ruleIndex: Int32Array,
     /** Number of 256-rule positions in each row. */
     readonly positions: number,
-    /** IPv4: one word per interval start; IPv6: four words (big-endian order) per start. */
-    readonly srcBounds: Uint32Array,
-    readonly srcIntervals: number,
+    readonly srcBounds: AddressBounds,
     readonly srcIds: Uint16Array,
     readonly srcPool: Uint32Array,
-    readonly dstBounds: Uint32Array,
-    readonly dstIntervals: number,
+    readonly dstBounds: AddressBounds,
     readonly dstIds: Uint16Array,
     readonly dstPool: Uint32Array,
     /** Value -> interval index, for the small dimensions. */
@@ -120,12 +119,10 @@ class RuleGroup {
   ) {}
 
   get memoryBytes(): number {
-    let total = this.ruleIndex.byteLength;
+    let total = this.ruleIndex.byteLength + this.srcBounds.byteLength + this.dstBounds.byteLength;
     for (const array of [
-      this.srcBounds,
       this.srcIds,
       this.srcPool,
-      this.dstBounds,
       this.dstIds,
       this.dstPool,
       this.protoMap,
@@ -229,8 +226,8 @@ export class RuleBase {
       const groups = this.groups4;
       for (let g = 0; g < groups.length; g++) {
         const group = groups[g]!;
-        const srcRow = search4(group.srcBounds, group.srcIntervals, view.src4 >>> 0);
-        const dstRow = search4(group.dstBounds, group.dstIntervals, view.dst4 >>> 0);
+        const srcRow = search4(group.srcBounds, view.src4 >>> 0);
+        const dstRow = search4(group.dstBounds, view.dst4 >>> 0);
         const found = scan(group, srcRow, dstRow, protocol, l4Dst, l4Src);
         if (found >= 0) return found;
       }
@@ -241,8 +238,8 @@ export class RuleBase {
       const buf = view.buf;
       for (let g = 0; g < groups.length; g++) {
         const group = groups[g]!;
-        const srcRow = search6(group.srcBounds, group.srcIntervals, buf, view.srcAddrOffset);
-        const dstRow = search6(group.dstBounds, group.dstIntervals, buf, view.dstAddrOffset);
+        const srcRow = search6(group.srcBounds, buf, view.srcAddrOffset);
+        const dstRow = search6(group.dstBounds, buf, view.dstAddrOffset);
         const found = scan(group, srcRow, dstRow, protocol, l4Dst, l4Src);
         if (found >= 0) return found;
       }
@@ -254,7 +251,7 @@ export class RuleBase {
 
 /** Group bounds; tests lower them to exercise multi-group policies with few rules. */
 export interface CompileOptions {
-  /** Rules per group, a multiple of 256, at most 16384. */
+  /** Rules per group, at most 16384. */
   groupRulesMax?: number;
   /** Ranges per dimension per group, at most 32767. */
   groupRangesMax?: number;
@@ -274,10 +271,48 @@ export function compilePolicy(spec: PolicySpec, options: CompileOptions = {}): R
 
 // ---- lookup --------------------------------------------------------------------------------
 
-/** Index of the last interval whose start is <= key (bounds[0] is 0, so always >= 0). */
-function search4(bounds: Uint32Array, count: number, key: number): number {
+/**
+ * Interval starts of an address dimension, searched in two levels: `top` holds every
+ * SAMPLE_STRIDE-th start, small enough to stay in cache, and picks the block of `bounds` to
+ * finish in. A plain binary search over 20,000 starts misses the cache at nearly every step.
+ */
+class AddressBounds {
+  constructor(
+    /** IPv4: one word per interval start; IPv6: four words (most significant first). */
+    readonly bounds: Uint32Array,
+    readonly count: number,
+    readonly top: Uint32Array,
+    readonly topCount: number,
+  ) {}
+
+  get byteLength(): number {
+    return this.bounds.byteLength + this.top.byteLength;
+  }
+}
+
+const SAMPLE_SHIFT = 4;
+const SAMPLE_STRIDE = 1 << SAMPLE_SHIFT;
+
+function sampleBounds(bounds: Uint32Array, count: number, words: number): AddressBounds {
+  const topCount = Math.ceil(count / SAMPLE_STRIDE);
+  const top = new Uint32Array(topCount * words);
+  for (let j = 0; j < topCount; j++) top.set(bounds.subarray(j * SAMPLE_STRIDE * words, (j * SAMPLE_STRIDE + 1) * words), j * words);
+  return new AddressBounds(bounds, count, top, topCount);
+}
+
+/** Index of the last interval whose start is <= key (the first start is 0, so always >= 0). */
+function search4(index: AddressBounds, key: number): number {
+  const top = index.top;
   let lo = 0;
-  let hi = count - 1;
+  let hi = index.topCount - 1;
+  while (lo < hi) {
+    const mid = (lo + hi + 1) >>> 1;
+    if (top[mid]! <= key) lo = mid;
+    else hi = mid - 1;
+  }
+  const bounds = index.bounds;
+  lo = lo << SAMPLE_SHIFT;
+  hi = Math.min(lo + SAMPLE_STRIDE - 1, index.count - 1);
   while (lo < hi) {
     const mid = (lo + hi + 1) >>> 1;
     if (bounds[mid]! <= key) lo = mid;
@@ -286,30 +321,36 @@ function search4(bounds: Uint32Array, count: number, key: number): number {
   return lo;
 }
 
-function search6(bounds: Uint32Array, count: number, buf: Uint8Array, offset: number): number {
+/** True when the 4-word start at array[at..at+3] is <= (k0, k1, k2, k3). */
+function lessOrEqual6(array: Uint32Array, at: number, k0: number, k1: number, k2: number, k3: number): boolean {
+  const b0 = array[at]!;
+  if (b0 !== k0) return b0 < k0;
+  const b1 = array[at + 1]!;
+  if (b1 !== k1) return b1 < k1;
+  const b2 = array[at + 2]!;
+  if (b2 !== k2) return b2 < k2;
+  return array[at + 3]! <= k3;
+}
+
+function search6(index: AddressBounds, buf: Uint8Array, offset: number): number {
   const k0 = ((buf[offset]! << 24) | (buf[offset + 1]! << 16) | (buf[offset + 2]! << 8) | buf[offset + 3]!) >>> 0;
   const k1 = ((buf[offset + 4]! << 24) | (buf[offset + 5]! << 16) | (buf[offset + 6]! << 8) | buf[offset + 7]!) >>> 0;
   const k2 = ((buf[offset + 8]! << 24) | (buf[offset + 9]! << 16) | (buf[offset + 10]! << 8) | buf[offset + 11]!) >>> 0;
   const k3 = ((buf[offset + 12]! << 24) | (buf[offset + 13]! << 16) | (buf[offset + 14]! << 8) | buf[offset + 15]!) >>> 0;
+  const top = index.top;
   let lo = 0;
-  let hi = count - 1;
+  let hi = index.topCount - 1;
   while (lo < hi) {
     const mid = (lo + hi + 1) >>> 1;
-    const at = mid * 4;
-    // bounds[mid] <= key, compared word by word from the most significant.
-    let lessOrEqual: boolean;
-    const b0 = bounds[at]!;
-    if (b0 !== k0) lessOrEqual = b0 < k0;
-    else {
-      const b1 = bounds[at + 1]!;
-      if (b1 !== k1) lessOrEqual = b1 < k1;
-      else {
-        const b2 = bounds[at + 2]!;
-        if (b2 !== k2) lessOrEqual = b2 < k2;
-        else lessOrEqual = bounds[at + 3]! <= k3;
-      }
-    }
-    if (lessOrEqual) lo = mid;
+    if (lessOrEqual6(top, mid * 4, k0, k1, k2, k3)) lo = mid;
+    else hi = mid - 1;
+  }
+  const bounds = index.bounds;
+  lo = lo << SAMPLE_SHIFT;
+  hi = Math.min(lo + SAMPLE_STRIDE - 1, index.count - 1);
+  while (lo < hi) {
+    const mid = (lo + hi + 1) >>> 1;
+    if (lessOrEqual6(bounds, mid * 4, k0, k1, k2, k3)) lo = mid;
     else hi = mid - 1;
   }
   return lo;
@@ -396,17 +437,58 @@ function scan(group: RuleGroup, srcInterval: number, dstInterval: number, protoc
       k = 5;
     }
     if (k === 0) return group.ruleIndex[p << CHUNK_SHIFT]!; // every rule of the position matches
-    for (let w = 0; w < CHUNK_WORDS; w++) {
-      let bits = a[aOff + w]!;
-      if (k > 1) {
-        bits &= b[bOff + w]!;
-        if (k > 2) bits &= c[cOff + w]! & e[eOff + w]! & f[fOff + w]!;
-      }
-      if (bits !== 0) {
-        const bit = 31 - Math.clz32(bits & -bits);
-        return group.ruleIndex[(p << CHUNK_SHIFT) + (w << 5) + bit]!;
+    // Branch-free AND of the 8 words (unused slots read the all-ones chunk), then one test:
+    // the common outcome, "no rule of this position", costs no per-word branches.
+    let w0 = a[aOff]! & b[bOff]!;
+    let w1 = a[aOff + 1]! & b[bOff + 1]!;
+    let w2 = a[aOff + 2]! & b[bOff + 2]!;
+    let w3 = a[aOff + 3]! & b[bOff + 3]!;
+    let w4 = a[aOff + 4]! & b[bOff + 4]!;
+    let w5 = a[aOff + 5]! & b[bOff + 5]!;
+    let w6 = a[aOff + 6]! & b[bOff + 6]!;
+    let w7 = a[aOff + 7]! & b[bOff + 7]!;
+    if (k > 2) {
+      w0 &= c[cOff]! & e[eOff]! & f[fOff]!;
+      w1 &= c[cOff + 1]! & e[eOff + 1]! & f[fOff + 1]!;
+      w2 &= c[cOff + 2]! & e[eOff + 2]! & f[fOff + 2]!;
+      w3 &= c[cOff + 3]! & e[eOff + 3]! & f[fOff + 3]!;
+      w4 &= c[cOff + 4]! & e[eOff + 4]! & f[fOff + 4]!;
+      w5 &= c[cOff + 5]! & e[eOff + 5]! & f[fOff + 5]!;
+      w6 &= c[cOff + 6]! & e[eOff + 6]! & f[fOff + 6]!;
+      w7 &= c[cOff + 7]! & e[eOff + 7]! & f[fOff + 7]!;
+    }
+    if ((w0 | w1 | w2 | w3 | w4 | w5 | w6 | w7) === 0) continue;
+    let base = p << CHUNK_SHIFT;
+    let bits = w0;
+    if (bits === 0) {
+      base += 32;
+      bits = w1;
+      if (bits === 0) {
+        base += 32;
+        bits = w2;
+        if (bits === 0) {
+          base += 32;
+          bits = w3;
+          if (bits === 0) {
+            base += 32;
+            bits = w4;
+            if (bits === 0) {
+              base += 32;
+              bits = w5;
+              if (bits === 0) {
+                base += 32;
+                bits = w6;
+                if (bits === 0) {
+                  base += 32;
+                  bits = w7;
+                }
+              }
+            }
+          }
+        }
       }
     }
+    return group.ruleIndex[base + 31 - Math.clz32(bits & -bits)]!;
   }
   return -1;
 }
@@ -525,16 +607,15 @@ function buildGroup(group: { rules: ParsedRule[] }, family: 4 | 6): RuleGroup {
   const proto = buildDimension(members.map((m) => m.proto), positions, DOMAIN_PROTOCOL);
   const l4Dst = buildDimension(members.map((m) => m.l4Dst), positions, DOMAIN_PORT);
   const l4Src = buildDimension(members.map((m) => m.l4Src), positions, DOMAIN_PORT);
-  const boundsOf = (dim: Dimension): Uint32Array => (family === 4 ? v4Bounds(dim.boundKeys) : v6Bounds(dim.boundKeys));
+  const boundsOf = (dim: Dimension): AddressBounds =>
+    family === 4 ? sampleBounds(v4Bounds(dim.boundKeys), dim.boundKeys.length, 1) : sampleBounds(v6Bounds(dim.boundKeys), dim.boundKeys.length, 4);
   return new RuleGroup(
     ruleIndex,
     positions,
     boundsOf(src),
-    src.boundKeys.length,
     src.ids,
     src.pool,
     boundsOf(dst),
-    dst.boundKeys.length,
     dst.ids,
     dst.pool,
     directMap(proto.boundKeys, DOMAIN_PROTOCOL),
@@ -591,11 +672,13 @@ function buildDimension(ruleRanges: Ranges[], positions: number, domainEnd: bigi
     eventCount += keys.length;
     return keys;
   });
-  if (typeof points[0] === "number") (points as number[]).sort((a, b) => a - b);
-  else points.sort();
-  // The domain end is never an interval start: the last interval runs to it.
+  // The domain end is never an interval start (it was left out above): the last interval runs to it.
+  const sorted: ArrayLike<PointKey> = typeof points[0] === "number" ? Float64Array.from(points as number[]).sort() : points.sort();
   const boundKeys: PointKey[] = [];
-  for (const point of points) if (boundKeys.length === 0 || boundKeys[boundKeys.length - 1] !== point) boundKeys.push(point);
+  for (let i = 0; i < sorted.length; i++) {
+    const point = sorted[i]!;
+    if (boundKeys.length === 0 || boundKeys[boundKeys.length - 1] !== point) boundKeys.push(point);
+  }
   const rankOf = new Map<PointKey, number>();
   boundKeys.forEach((bound, rank) => rankOf.set(bound, rank));
   const intervals = boundKeys.length;

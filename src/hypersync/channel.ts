@@ -222,6 +222,9 @@ export class SyncChannel implements RecordSink {
   private baseRtoMs = RTO_INITIAL_MS;
   private rtoMs = RTO_INITIAL_MS;
   private lastSentAnyMs: number;
+  /** Highest DATA seq the peer acknowledged (meaningful once ackedAny). */
+  private ackedSeq = 0;
+  private ackedAny = false;
 
   // ---- receive side ----
   private readonly windowSize: number;
@@ -298,6 +301,19 @@ export class SyncChannel implements RecordSink {
   /** Datagrams that can still be sealed before the oldest would be abandoned (for pacing bulk transfers). */
   get resendQueueFree(): number {
     return this.queueSize - this.inFlight - (this.open ? 1 : 0);
+  }
+
+  /**
+   * Sequence number of the DATA datagram holding the last enqueued record (it is open, or
+   * sealed since). With isAcknowledged, a caller learns when a given record reached the peer.
+   */
+  get lastEnqueuedSeq(): number {
+    return this.open ? this.nextSeq : (this.nextSeq - 1) >>> 0;
+  }
+
+  /** True once the peer has cumulatively acknowledged DATA datagram `seq` (this session). */
+  isAcknowledged(seq: number): boolean {
+    return this.ackedAny && seqDiff(seq, this.ackedSeq) <= 0;
   }
 
   /** Current retransmission timeout. */
@@ -453,6 +469,8 @@ export class SyncChannel implements RecordSink {
     for (let k = 0; k < advance && clean; k++) clean = this.slotSends[(this.oldestSeq + k) & this.queueMask] === 1;
     if (clean) this.sampleRtt(Math.max(0, nowMs - this.slotFirstSentMs[ack & this.queueMask]!));
     this.oldestSeq = (ack + 1) >>> 0;
+    this.ackedSeq = ack;
+    this.ackedAny = true;
     this.counters.acked += advance;
     // Progress ends any backoff (as TCP stacks do), so one bad spell does not slow recovery for long.
     this.rtoMs = this.baseRtoMs;
