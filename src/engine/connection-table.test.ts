@@ -74,6 +74,9 @@ describe("ConnectionTable: keys and directions", () => {
       expect(table.lastDirection).toBe(1);
       const original = table.keyOf(id);
       expect(original).toEqual(k);
+      const length = k.src.length;
+      const out: FlowKey = { zone: -1, protocol: -1, src: new Uint8Array(length), dst: new Uint8Array(length), srcPort: -1, dstPort: -1 };
+      expect(table.keyInto(id, out)).toEqual(k);
       // The view path and the key path agree on the hash (the caller's symmetric hash).
       expect(flowHashOfView(SEED, viewOf(reverse(k)))).toBe(flowHashOfKey(SEED, k));
     }

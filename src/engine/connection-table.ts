@@ -72,6 +72,8 @@ export const TCP_FLAGS_SHIFT = 12;
 export const TCP_DIR_FLAGS_MASK = 0x3f;
 /** Linux last_index (packet class of the last packet that counted), 3 bits. */
 export const TCP_LAST_INDEX_SHIFT = 24;
+/** last_index of an entry that has seen no TCP packet yet (Linux TCP_NONE_SET). */
+export const TCP_LAST_INDEX_NONE = 5;
 /** Linux last_dir, 1 bit. */
 export const TCP_LAST_DIR_SHIFT = 27;
 /** Simultaneous open seen (Linux IP_CT_TCP_SIMULTANEOUS_OPEN). */
@@ -292,7 +294,7 @@ export class ConnectionTable {
     }
     words[base + W_META] = (zone << 16) | (view.protocol << 8) | flags;
     words[base + W_EXPIRES] = nowMs + STATE_TIMEOUT_MS[state]!;
-    words[base + W_TCP] = state;
+    words[base + W_TCP] = state | (TCP_LAST_INDEX_NONE << TCP_LAST_INDEX_SHIFT);
     for (let w = W_END; w < ENTRY_WORDS; w++) words[base + w] = 0;
 
     this.indexInsert(id, hash);
@@ -457,7 +459,7 @@ export class ConnectionTable {
       wordsInto(words, base + W_ADDR_B, 1, bOut);
     }
     const ports = words[base + W_PORTS]!;
-    let portA = ports >>> 16;
+    const portA = ports >>> 16;
     let portB = ports & 0xffff;
     if (isIcmpProtocol(protocol)) portB = portA; // echo: both "ports" are the identifier
     out.zone = meta >>> 16;
@@ -540,10 +542,13 @@ export class ConnectionTable {
   /**
    * Writes a snapshot into the table: overwrites the entry with the same key (whichever its
    * original direction was) or inserts one (evicting by policy when full). Returns the id, or
-   * -1 when the table is full and nothing is evictable. Used by HyperSync backups.
+   * -1 when the table is full and nothing is evictable. Used by HyperSync backups, which
+   * validate snapshots from the wire first: a malformed snapshot here is a programmer error.
    */
   restore(s: ConnectionSnapshot, hash: number): number {
     assert(s.src.length === s.dst.length && (s.src.length === 4 || s.src.length === 16), "restore: bad addresses");
+    assert(Number.isInteger(s.state) && s.state >= 0 && s.state < CONN_STATE_NAMES.length, "restore: bad state");
+    assert(Number.isInteger(s.zone) && s.zone >= 0 && s.zone <= ZONE_MAX, "restore: bad zone");
     const view = this.viewOfKey(s);
     let id = this.lookup(s.zone, view, hash);
     if (id >= 0 && this.lastDirection !== 0) {
@@ -558,10 +563,9 @@ export class ConnectionTable {
     }
     const words = this.words;
     const base = id * ENTRY_WORDS;
-    let packed = words[base + W_TCP]! & ~TCP_STATE_MASK;
-    packed |= s.state;
+    // The snapshot carries no packet history: start it afresh, as for a new entry.
+    let packed = s.state | (TCP_LAST_INDEX_NONE << TCP_LAST_INDEX_SHIFT);
     if (s.tcp !== null) {
-      packed &= ~((0xff << TCP_SCALE_SHIFT) | (0xfff << TCP_FLAGS_SHIFT));
       const dirs = [s.tcp.original, s.tcp.reply];
       for (let d = 0; d < 2; d++) {
         const t = dirs[d]!;

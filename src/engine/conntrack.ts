@@ -42,6 +42,7 @@ import {
   TCP_DIR_FLAGS_MASK,
   TCP_FLAGS_SHIFT,
   TCP_LAST_DIR_SHIFT,
+  TCP_LAST_INDEX_NONE,
   TCP_LAST_INDEX_SHIFT,
   TCP_SCALE_SHIFT,
   TCP_STATE_MASK,
@@ -74,6 +75,7 @@ const C_FIN = TcpPacketClass.FIN;
 const C_ACK = TcpPacketClass.ACK;
 const C_RST = TcpPacketClass.RST;
 const C_NONE = TcpPacketClass.NONE;
+assert(C_NONE === TCP_LAST_INDEX_NONE, "conntrack: packet classes and the table disagree");
 
 const TCP_STATES = 10; // NONE .. SYN_SENT2, as in Linux
 const CLASSES = 6;
@@ -272,7 +274,7 @@ export class Tracker {
     words[base + W_END] = end;
     words[base + W_MAX_END] = end;
     words[base + W_MAX_WIN] = view.tcpWindow === 0 ? 1 : view.tcpWindow;
-    let packed = sNO | (C_NONE << TCP_LAST_INDEX_SHIFT);
+    let packed = sNO | (TCP_LAST_INDEX_NONE << TCP_LAST_INDEX_SHIFT);
     packed = this.applyOptions(view, packed, 0);
     words[base + W_TCP] = packed;
     const reason = this.trackTcp(id, base, 0, view, nowMs);
