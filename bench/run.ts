@@ -10,6 +10,7 @@ const benches: Record<string, () => Promise<BenchFn>> = {
   engine: async () => (await import("./engine.js")).run,
   distribution: async () => (await import("./distribution.js")).run,
   "rule-base": async () => (await import("./rule-base.js")).run,
+  sync: async () => (await import("./sync.js")).run,
 };
 
 function commit(): string {

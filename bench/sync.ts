@@ -1,0 +1,213 @@
+// HyperSync benchmark (issue 3).
+//
+// - syncBytesPerConnection: every byte of every sync datagram (records, headers, MACs, ACKs,
+//   keep-alives) two members exchange while N TCP connections go through their whole life
+//   (handshake, data, FIN close), divided by N.
+// - recordsAppliedPerS: one backup applying authenticated datagrams of CREATE records,
+//   against a baseline of the same records as JSON lines parsed into a Map, same run.
+// - perMemberSyncBytesPerS at 2, 8 and 32 members under the same per-member load, against
+//   the full-sync model (every member sends every change to every other member).
+//
+// Everything runs the real ClusterNode code on a virtual clock with an instant network.
+
+import { createEpochTable } from "../src/distribution/epoch.js";
+import { ownerOf } from "../src/distribution/epoch.js";
+import { bucketOfView } from "../src/distribution/bucket-hash.js";
+import { ClusterNode } from "../src/hypersync/cluster-node.js";
+import { parseFrame } from "../src/packet/parse.js";
+import { LinkType, PacketView } from "../src/packet/view.js";
+import { clientAddress, conversation, serverAddress, type TimedFrame } from "../src/sim/traffic.js";
+import { Prng } from "../src/stdx/prng.js";
+
+const SEED = 0x5eed;
+const KEY = new Uint8Array(32).fill(7);
+
+interface Cluster {
+  nodes: Map<string, ClusterNode>;
+  bytesSent: Map<string, number>;
+  datagrams: number;
+  epoch: ReturnType<typeof createEpochTable>;
+}
+
+function makeCluster(memberCount: number, capacity: number, nowMs: number): Cluster {
+  const names = Array.from({ length: memberCount }, (_, i) => `m${i + 1}`);
+  const epoch = createEpochTable(
+    names.map((id) => ({ id, weight: 1 })),
+    SEED,
+  );
+  const peers = new Map(names.map((n, i) => [n, i + 1] as const));
+  const nodes = new Map<string, ClusterNode>();
+  for (const [i, name] of names.entries()) {
+    const node = new ClusterNode({ name, memberId: i + 1, clusterId: 1, clusterKey: KEY, hashSeed: SEED, capacity, session: 1 }, nowMs);
+    node.setEpoch(epoch, new Map(), peers, nowMs);
+    nodes.set(name, node);
+  }
+  return { nodes, bytesSent: new Map(names.map((n) => [n, 0])), datagrams: 0, epoch };
+}
+
+/** Delivers every queued datagram at once (instant, lossless network) until all outboxes are empty. */
+function settle(cluster: Cluster, nowMs: number): void {
+  for (let round = 0; round < 1000; round++) {
+    let moved = 0;
+    for (const [name, node] of cluster.nodes) {
+      for (const d of node.outbox.splice(0)) {
+        cluster.bytesSent.set(name, cluster.bytesSent.get(name)! + d.bytes.length);
+        cluster.datagrams++;
+        cluster.nodes.get(d.to)!.receiveSync(name, d.bytes, d.bytes.length, nowMs);
+        moved++;
+      }
+    }
+    if (moved === 0) return;
+  }
+  throw new Error("sync did not settle");
+}
+
+function tickAll(cluster: Cluster, nowMs: number): void {
+  for (const node of cluster.nodes.values()) node.tick(nowMs);
+  settle(cluster, nowMs);
+}
+
+/** TCP lifecycles: `count` conversations starting over `spreadMs`, frames in time order. */
+function lifecycles(count: number, spreadMs: number, seed: number, startMs: number): TimedFrame[] {
+  const prng = new Prng(seed);
+  const frames: TimedFrame[] = [];
+  for (let i = 0; i < count; i++) {
+    frames.push(
+      ...conversation({
+        kind: "tcp",
+        client: { address: clientAddress(i % 4000), port: 1024 + (i % 60000) },
+        server: { address: serverAddress(i % 50), port: 443 },
+        startMs: startMs + Math.floor((i * spreadMs) / count),
+        exchanges: 1,
+        gapMs: 1,
+        ethernet: false,
+        prng,
+      }),
+    );
+  }
+  frames.sort((a, b) => a.timeMs - b.timeMs);
+  return frames;
+}
+
+/** Runs frames through their owners on a 1 ms virtual clock; returns the virtual end time. */
+function drive(cluster: Cluster, frames: TimedFrame[], startMs: number): number {
+  const view = new PacketView();
+  let now = startMs;
+  for (const f of frames) {
+    while (now < f.timeMs) {
+      now++;
+      tickAll(cluster, now);
+    }
+    parseFrame(view, f.frame, 0, f.frame.length, LinkType.RAW);
+    const owner = ownerOf(cluster.epoch, bucketOfView(SEED, view, cluster.epoch.table.bucketCount));
+    const node = cluster.nodes.get(owner)!;
+    node.receiveFrame(f.frame, 0, f.frame.length, LinkType.RAW, now);
+    if (node.correctTo !== null) throw new Error("bench: frame reached a non-owner");
+    settle(cluster, now);
+  }
+  // Let timers flush, ACKs travel and refreshes drain.
+  for (let i = 0; i < 200; i++) tickAll(cluster, ++now);
+  return now;
+}
+
+function syncBytesPerConnection(count: number): { bytesPerConnection: number; datagrams: number; records: number } {
+  const start = 1_000;
+  const cluster = makeCluster(2, count * 2, start);
+  const before = [...cluster.bytesSent.values()].reduce((a, b) => a + b, 0);
+  drive(cluster, lifecycles(count, 2_000, 11, start + 1), start);
+  const total = [...cluster.bytesSent.values()].reduce((a, b) => a + b, 0) - before;
+  let records = 0;
+  for (const n of cluster.nodes.values()) records += n.counters.syncRecordsSent;
+  return { bytesPerConnection: total / count, datagrams: cluster.datagrams, records };
+}
+
+function recordsApplied(count: number): { recordsPerS: number; baselinePerS: number } {
+  // Record the datagrams an owner sends for `count` established connections.
+  const start = 1_000;
+  const cluster = makeCluster(2, count * 2, start);
+  const captured: { from: string; to: string; bytes: Uint8Array }[] = [];
+  const frames = lifecycles(count, 1_000, 13, start + 1).filter((f) => f.frame.length > 0);
+  const view = new PacketView();
+  let now = start;
+  let records = 0;
+  for (const f of frames) {
+    while (now < f.timeMs) {
+      now++;
+      for (const node of cluster.nodes.values()) node.tick(now);
+      for (const [name, node] of cluster.nodes) for (const d of node.outbox.splice(0)) captured.push({ from: name, to: d.to, bytes: d.bytes });
+    }
+    parseFrame(view, f.frame, 0, f.frame.length, LinkType.RAW);
+    const owner = ownerOf(cluster.epoch, bucketOfView(SEED, view, cluster.epoch.table.bucketCount));
+    cluster.nodes.get(owner)!.receiveFrame(f.frame, 0, f.frame.length, LinkType.RAW, now);
+  }
+  for (let i = 0; i < 50; i++) {
+    now++;
+    for (const node of cluster.nodes.values()) node.tick(now);
+    for (const [name, node] of cluster.nodes) for (const d of node.outbox.splice(0)) captured.push({ from: name, to: d.to, bytes: d.bytes });
+  }
+  for (const n of cluster.nodes.values()) records += n.counters.syncRecordsSent;
+  // Replay them into fresh backups, timing only the receiving side.
+  const fresh = makeCluster(2, count * 2, start);
+  const t0 = performance.now();
+  for (const d of captured) fresh.nodes.get(d.to)!.receiveSync(d.from, d.bytes, d.bytes.length, now);
+  const ms = performance.now() - t0;
+  let applied = 0;
+  for (const n of fresh.nodes.values()) applied += n.counters.syncRecordsApplied;
+  if (applied < records * 0.5) throw new Error(`bench: only ${applied} of ${records} records applied`);
+
+  // Baseline: the same number of records as JSON lines parsed into a Map.
+  const lines: string[] = [];
+  for (let i = 0; i < applied; i++) {
+    lines.push(JSON.stringify({ kind: "update", zone: 0, proto: 6, src: clientAddress(i % 4000), dst: serverAddress(i % 50), sport: 1024 + (i % 60000), dport: 443, state: 3, expiresInMs: 432000000, tcp: [1, 2, 3, 4, 5, 6] }));
+  }
+  const map = new Map<string, unknown>();
+  const t1 = performance.now();
+  for (const line of lines) {
+    const r = JSON.parse(line) as { src: string; dst: string; sport: number; dport: number; proto: number };
+    map.set(`${r.proto}/${r.src}:${r.sport}/${r.dst}:${r.dport}`, r);
+  }
+  const baselineMs = performance.now() - t1;
+  return { recordsPerS: (applied / ms) * 1000, baselinePerS: (lines.length / baselineMs) * 1000 };
+}
+
+function perMemberBytes(memberCount: number, connectionsPerMemberPerS: number, seconds: number): number {
+  const start = 1_000;
+  const total = connectionsPerMemberPerS * memberCount * seconds;
+  const cluster = makeCluster(memberCount, Math.max(4096, total), start);
+  const end = drive(cluster, lifecycles(total, seconds * 1000, 17 + memberCount, start + 1), start);
+  const bytes = [...cluster.bytesSent.values()].reduce((a, b) => a + b, 0);
+  return bytes / memberCount / ((end - start) / 1000);
+}
+
+export async function run(opts: { json: boolean; quick: boolean }): Promise<Record<string, unknown>> {
+  const log = (m: string): void => {
+    if (!opts.json) process.stderr.write(`${m}\n`);
+  };
+  log("sync bytes per connection lifecycle...");
+  const lifecycle = syncBytesPerConnection(opts.quick ? 2_000 : 10_000);
+  log("records applied per second...");
+  const applied = recordsApplied(opts.quick ? 5_000 : 30_000);
+  log("per-member sync bytes at 2, 8, 32 members...");
+  const load = opts.quick ? 100 : 200;
+  const seconds = opts.quick ? 1 : 2;
+  const perMember: Record<string, number> = {};
+  for (const n of [2, 8, 32]) perMember[String(n)] = Math.round(perMemberBytes(n, load, seconds));
+  const flat = Math.max(...Object.values(perMember)) / Math.min(...Object.values(perMember));
+  const fullSync: Record<string, number> = {};
+  // Full sync (ClusterXL-style): each member sends every change to all N-1 others. Its bytes
+  // per member are the 2-member figure (one peer) times N-1.
+  for (const n of [2, 8, 32]) fullSync[String(n)] = Math.round(perMember["2"]! * (n - 1));
+  return {
+    syncBytesPerConnection: Number(lifecycle.bytesPerConnection.toFixed(1)),
+    lifecycleDatagrams: lifecycle.datagrams,
+    lifecycleRecords: lifecycle.records,
+    recordsAppliedPerS: Math.round(applied.recordsPerS),
+    baselineRecordsAppliedPerS: Math.round(applied.baselinePerS),
+    appliedRatio: Number((applied.recordsPerS / applied.baselinePerS).toFixed(2)),
+    perMemberSyncBytesPerS: perMember,
+    perMemberLoad: { connectionsPerS: load, lifecycle: "handshake, one request/response, FIN close" },
+    perMemberFlatness: Number(flat.toFixed(3)),
+    fullSyncModelBytesPerS: fullSync,
+    targets: { syncBytesPerConnection: 80, recordsAppliedPerS: 1_000_000, perMemberFlatness: 1.1 },
+  };
+}
