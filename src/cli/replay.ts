@@ -5,9 +5,7 @@
 import { readFileSync } from "node:fs";
 import { fileURLToPath } from "node:url";
 import type { Command } from "commander";
-import { compilePolicy } from "../engine/rule-base.js";
-import { parsePolicyText } from "../engine/policy.js";
-import { replayCaptures, type ReplayInput, type ReplayReport } from "../engine/replay.js";
+import type { ReplayInput, ReplayReport } from "../engine/replay.js";
 import { ErrorCode, TandemError } from "../stdx/errors.js";
 
 export const DEMO_CAPTURE = fileURLToPath(new URL("../../../examples/demo.pcap", import.meta.url));
@@ -28,7 +26,11 @@ export function registerReplay(program: Command): void {
     .option("--json", "print one JSON object instead of tables")
     .option("--demo", "replay the bundled demonstration capture (examples/demo.pcap)")
     .option("--capacity <n>", "connection table capacity", "1048576")
-    .action((files: string[], flags: ReplayFlags) => {
+    .action(async (files: string[], flags: ReplayFlags) => {
+      // The engine is loaded only when a replay runs, so other commands start fast.
+      const { compilePolicy } = await import("../engine/rule-base.js");
+      const { parsePolicyText } = await import("../engine/policy.js");
+      const { replayCaptures } = await import("../engine/replay.js");
       const paths = [...files];
       if (flags.demo) paths.push(DEMO_CAPTURE);
       if (paths.length === 0) throw new TandemError(ErrorCode.INVALID_ARGUMENT, "replay needs at least one capture file (or --demo)");

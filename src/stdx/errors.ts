@@ -33,6 +33,12 @@ export const ErrorCode = {
   BUSY: "TANDEM_BUSY",
   UNAUTHENTICATED: "TANDEM_UNAUTHENTICATED",
   FORBIDDEN: "TANDEM_FORBIDDEN",
+  // API clients (src/api/client.ts, the CLI): the server could not be reached, a wait gave up,
+  // an applied transition was rolled back, a verification found differing buckets.
+  SERVER_UNREACHABLE: "TANDEM_SERVER_UNREACHABLE",
+  TIMEOUT: "TANDEM_TIMEOUT",
+  TRANSITION_FAILED: "TANDEM_TRANSITION_FAILED",
+  VERIFY_FAILED: "TANDEM_VERIFY_FAILED",
 } as const;
 export type ErrorCode = (typeof ErrorCode)[keyof typeof ErrorCode];
 

@@ -1,0 +1,730 @@
+// The orchestrator daemon: the control plane (src/orchestrator, synchronous) driven against a
+// real store, a real clock and real callers. It owns
+//   - the store (SQLite at DIR/tandem.db by default, or etcd) and leadership (SQLite: the file
+//     lock; etcd: an election; a standby serves /api/health and refuses everything else);
+//   - THE mutation loop: one FIFO, bounded (the control plane's CommandQueue, TANDEM_BUSY when
+//     full), one step at a time: prepare -> await store.commit -> confirm | abort. A caller is
+//     answered only after confirm, so an acknowledged command is durable; a refused command is
+//     audited (its audit-only mutation is committed too) before the refusal is returned;
+//   - the health ticker (every tickIntervalMs): controlPlane.tick -> commit -> confirm, through
+//     the same loop, so ticks and commands never interleave;
+//   - heartbeats, fill and verification reports from members (soft state, no commit);
+//   - API tokens (store collection "tokens", SHA-256 only; their mutations go through the same
+//     loop) and, at the first start, the admin token: written to DIR/admin-token (mode 0600)
+//     before it is committed, so a crash in between never leaves an admin token nobody has.
+//
+// Invariants kept: at most one commit is outstanding (the `pumping` flag; the control plane
+// asserts it too); the in-memory model changes only after a commit resolved; after a commit
+// failed (outcome unknown) the store is reloaded before the next commit and the control plane
+// rebuilt when the store moved; nothing here throws a TandemError at a caller for a programmer
+// error: those crash the process (crash-only: a restart restores everything from the store).
+
+import { mkdirSync, renameSync, writeFileSync, chmodSync } from "node:fs";
+import { join } from "node:path";
+import { performance } from "node:perf_hooks";
+import { randomBytes, randomInt } from "node:crypto";
+import { pino, type Logger } from "pino";
+import { ControlPlane, type ControlPlaneOptions, type Effect, type FlowLocation, type FlowQuery, type PreparedStep, type QueuedCommand } from "../orchestrator/index.js";
+import type { OperatorCommand } from "../orchestrator/index.js";
+import { awaitedPhaseOf, encodeRoles, planOf } from "../orchestrator/transitions.js";
+import { checkName } from "../orchestrator/model.js";
+import { assert } from "../stdx/assert.js";
+import { ErrorCode, TandemError } from "../stdx/errors.js";
+import { openStore, type AuditRecord, type EventRecord, type Leadership, type Mutation, type OpenedStore, type Store, type StoreOptions } from "../store/store.js";
+import { MemberReports, type MemberCounters, type MemberCountersInput, type VerifyView } from "./member-reports.js";
+import { ADMIN_TOKEN_NAME, hashToken, isRole, newTokenSecret, tokenDocument, TOKENS_MAX, TokenRegistry, type Principal, type Role, type TokenInfo } from "./tokens.js";
+
+export const ADMIN_TOKEN_FILE = "admin-token";
+export const TICK_INTERVAL_MS_DEFAULT = 20;
+/** Steps one pump runs before yielding to the event loop (requests, heartbeats). */
+export const PUMP_STEPS_MAX = 64;
+/** How long close() waits for the queue to drain. */
+export const CLOSE_DRAIN_MS_MAX = 5_000;
+
+export interface RuntimeClock {
+  /** Monotonic milliseconds (health, timeouts). */
+  nowMs(): number;
+  /** Wall clock, for records people read. */
+  nowIso(): string;
+}
+
+export const SYSTEM_CLOCK: RuntimeClock = {
+  nowMs: () => performance.now(),
+  nowIso: () => new Date().toISOString(),
+};
+
+export interface OrchestratorDaemonOptions {
+  /** Holds admin-token (and tandem.db with the SQLite store). */
+  dataDir: string;
+  /** Default: SQLite in dataDir. */
+  store?: StoreOptions;
+  /** An already opened store (tests, embedding); overrides `store`. */
+  opened?: OpenedStore;
+  controlPlane?: Omit<ControlPlaneOptions, "seedSource">;
+  tickIntervalMs?: number;
+  verifyTimeoutMs?: number;
+  /** Names this instance in leader elections (default: random). */
+  instanceId?: string;
+  /** Replace the "admin" token at start (when the admin-token file was lost). */
+  resetAdminToken?: boolean;
+  logger?: Logger;
+  clock?: RuntimeClock;
+}
+
+export type DaemonState = "standby" | "active" | "closed";
+
+/** A member's heartbeat as the API receives it. */
+export interface HeartbeatInput {
+  epoch?: number;
+  policyRevision?: number;
+  cpuPct?: number;
+  packetsPerSec?: number;
+  connections?: number;
+  rttMs?: number;
+  counters?: MemberCountersInput;
+}
+
+/** What a member learns from each heartbeat: what it should run. */
+export interface HeartbeatAnswer {
+  appliance: string;
+  group: string | null;
+  state: string;
+  /** The epoch its group routes by (fetch the distribution when yours differs); null: no table. */
+  epoch: number | null;
+  policyRevision: number | null;
+  transition: { seq: number; kind: string; phase: string } | null;
+  heartbeatIntervalMs: number;
+  /** A verification round it should answer. */
+  verify: { id: number; epoch: number } | null;
+}
+
+/** A group's routing table and fill map, for members and the distributor (JSON-friendly). */
+export interface DistributionDocument {
+  group: string;
+  epoch: number;
+  seed: number;
+  bucketCount: number;
+  members: string[];
+  weights: number[];
+  /** Owner and backup member index per bucket: base64 of little-endian int16 (-1: none). */
+  owner: string;
+  backup: string;
+  /** Buckets whose state the owner must also send to these members (a running transition). */
+  fills: { bucket: number; to: string[] }[];
+}
+
+export interface ConnectionLocation extends FlowLocation {
+  ownerState: string | null;
+  backupState: string | null;
+}
+
+export interface SyncMemberStatus {
+  appliance: string;
+  state: string;
+  alive: boolean;
+  reportedEpoch: number | null;
+  /** Epochs behind the group (null: never reported). */
+  epochLag: number | null;
+  policyRevision: number | null;
+  policyLag: number | null;
+  syncLagMs: number | null;
+  heartbeatAgeMs: number | null;
+}
+
+export interface SyncStatus {
+  group: string;
+  epoch: number;
+  policyRevision: number;
+  transition: { kind: string; seq: number; progress: number } | null;
+  inSync: boolean;
+  members: SyncMemberStatus[];
+}
+
+interface Waiter {
+  resolve(value: unknown): void;
+  reject(error: unknown): void;
+}
+
+const TOKEN_COMMANDS = ["token.create", "token.revoke"] as const;
+
+export class OrchestratorDaemon {
+  readonly instanceId: string;
+  readonly logger: Logger;
+  readonly clock: RuntimeClock;
+  readonly reports: MemberReports;
+  readonly startedAt: string;
+  private stateValue: DaemonState = "standby";
+  private cp: ControlPlane | null = null;
+  private tokens = new TokenRegistry();
+  private storeRevisionValue = 0;
+  private readonly waiters = new Map<number, Waiter>();
+  private pumping = false;
+  private pumpDone: Promise<void> = Promise.resolve();
+  private needResync = false;
+  private ticker: NodeJS.Timeout | null = null;
+  private readonly effectListeners: ((effect: Effect) => void)[] = [];
+  private readonly commandCounts = { ok: 0, refused: 0, failed: 0, ticks: 0 };
+
+  private constructor(
+    readonly options: OrchestratorDaemonOptions,
+    readonly store: Store,
+    readonly leadership: Leadership,
+  ) {
+    this.instanceId = options.instanceId ?? `orchestrator-${randomBytes(6).toString("hex")}`;
+    this.logger = options.logger ?? pino({ level: "info" }, pino.destination(2));
+    this.clock = options.clock ?? SYSTEM_CLOCK;
+    this.reports = new MemberReports(options.verifyTimeoutMs);
+    this.startedAt = this.clock.nowIso();
+  }
+
+  /** Opens the store; the daemon is a standby until start() wins leadership. */
+  static async open(options: OrchestratorDaemonOptions): Promise<OrchestratorDaemon> {
+    const storeOptions: StoreOptions = options.store ?? { kind: "sqlite", dataDir: options.dataDir };
+    const { store, leadership } = options.opened ?? (await openStore(storeOptions));
+    return new OrchestratorDaemon(options, store, leadership);
+  }
+
+  get state(): DaemonState {
+    return this.stateValue;
+  }
+
+  get role(): "active" | "standby" {
+    return this.stateValue === "active" ? "active" : "standby";
+  }
+
+  get storeRevision(): number {
+    return this.storeRevisionValue;
+  }
+
+  get storeKind(): "sqlite" | "etcd" {
+    return this.store.kind;
+  }
+
+  /** The control plane (active only: a standby refuses with TANDEM_NOT_LEADER). */
+  get controlPlane(): ControlPlane {
+    if (this.stateValue !== "active" || this.cp === null) {
+      throw new TandemError(ErrorCode.NOT_LEADER, `this orchestrator (${this.instanceId}) is ${this.stateValue === "closed" ? "shutting down" : "a standby"}; use the active one`);
+    }
+    return this.cp;
+  }
+
+  nowMs(): number {
+    return this.clock.nowMs();
+  }
+
+  /** Throws TANDEM_NOT_LEADER unless active. */
+  requireActive(): void {
+    void this.controlPlane;
+  }
+
+  onEffect(listener: (effect: Effect) => void): void {
+    this.effectListeners.push(listener);
+  }
+
+  /**
+   * Campaigns for leadership and activates: loads the store, builds the control plane, makes
+   * the first admin token when there is none (returned: print it once), starts the ticker.
+   * Resolves once active (at once with SQLite). Leadership lost later: back to standby, campaign again.
+   */
+  async start(): Promise<{ adminToken: string | null }> {
+    assert(this.stateValue === "standby", "start() once");
+    this.leadership.onLost(() => this.deactivate("leadership lost"));
+    await this.leadership.campaign(this.instanceId);
+    return this.activate();
+  }
+
+  private async activate(): Promise<{ adminToken: string | null }> {
+    const snapshot = await this.store.load();
+    const cp = new ControlPlane(snapshot, { ...this.options.controlPlane, seedSource: () => randomInt(0, 2 ** 32) >>> 0 });
+    this.tokens = TokenRegistry.fromDocuments(snapshot.collections.tokens);
+    this.storeRevisionValue = snapshot.revision;
+    this.cp = cp;
+    let adminToken: string | null = null;
+    if (this.tokens.size === 0 || this.options.resetAdminToken === true) adminToken = await this.createAdminToken();
+    this.stateValue = "active";
+    for (const effect of cp.startupEffects()) this.emit(effect);
+    const tickIntervalMs = this.options.tickIntervalMs ?? TICK_INTERVAL_MS_DEFAULT;
+    assert(tickIntervalMs > 0, "tickIntervalMs must be positive");
+    this.ticker = setInterval(() => this.kick(), tickIntervalMs);
+    this.ticker.unref();
+    this.logger.info({ instance: this.instanceId, revision: snapshot.revision, store: this.store.kind }, "orchestrator active");
+    return { adminToken };
+  }
+
+  /** Written to the file first, then committed: a crash in between only leaves an unused file. */
+  private async createAdminToken(): Promise<string> {
+    const secret = newTokenSecret();
+    mkdirSync(this.options.dataDir, { recursive: true, mode: 0o700 });
+    const file = join(this.options.dataDir, ADMIN_TOKEN_FILE);
+    const temporary = `${file}.${process.pid}.tmp`;
+    writeFileSync(temporary, `${secret}\n`, { mode: 0o600 });
+    chmodSync(temporary, 0o600);
+    renameSync(temporary, file);
+    const info: TokenInfo = { name: ADMIN_TOKEN_NAME, role: "admin", createdAt: this.clock.nowIso(), createdBy: "system" };
+    const sha256 = hashToken(secret);
+    const revision = await this.store.commit({
+      puts: [{ collection: "tokens", doc: tokenDocument(info, sha256) }],
+      deletes: [],
+      audit: [{ at: info.createdAt, actor: "system", command: "token.create", args: { name: info.name, role: info.role }, result: "ok" }],
+      events: [{ at: info.createdAt, kind: "token.created", message: `admin token created (written to ${file})` }],
+    });
+    this.storeRevisionValue = revision;
+    this.tokens.put(info, sha256);
+    return secret;
+  }
+
+  private deactivate(why: string): void {
+    if (this.stateValue !== "active") return;
+    this.logger.warn({ instance: this.instanceId }, `orchestrator standing by: ${why}`);
+    this.stateValue = "standby";
+    this.stopTicker();
+    this.rejectWaiting(new TandemError(ErrorCode.NOT_LEADER, `this orchestrator lost leadership (${why}); retry against the active one`));
+    this.cp = null;
+    void this.pumpDone.then(async () => {
+      try {
+        await this.leadership.campaign(this.instanceId);
+        if (this.stateValue === "standby") await this.activate();
+      } catch (error) {
+        this.logger.error({ err: error }, "campaign after losing leadership failed");
+      }
+    });
+  }
+
+  /** Stops the ticker, lets the queue drain (bounded), resigns and closes the store. */
+  async close(): Promise<void> {
+    if (this.stateValue === "closed") return;
+    this.stopTicker();
+    const wasActive = this.stateValue === "active";
+    const deadline = this.clock.nowMs() + CLOSE_DRAIN_MS_MAX;
+    while (wasActive && this.cp !== null && this.cp.queue.waitingCount > 0 && this.clock.nowMs() < deadline) {
+      this.kick();
+      await this.pumpDone;
+      if (this.cp !== null && this.cp.queue.waitingCount > 0) await new Promise((resolve) => setTimeout(resolve, 5));
+    }
+    this.stateValue = "closed";
+    await this.pumpDone;
+    this.rejectWaiting(new TandemError(ErrorCode.NOT_LEADER, "the orchestrator is shutting down"));
+    if (wasActive) await this.leadership.resign();
+    await this.store.close();
+    this.logger.info({ instance: this.instanceId }, "orchestrator closed");
+  }
+
+  private stopTicker(): void {
+    if (this.ticker !== null) clearInterval(this.ticker);
+    this.ticker = null;
+  }
+
+  // ---- commands ---------------------------------------------------------------------------
+
+  /** Runs an operator command through the queue; resolves with its result once durable. */
+  submit(command: OperatorCommand, input: unknown, actor: string): Promise<unknown> {
+    return this.enqueue(command, input, actor);
+  }
+
+  private enqueue(command: string, input: unknown, actor: string): Promise<unknown> {
+    const cp = this.controlPlane;
+    return new Promise((resolve, reject) => {
+      const ticket = cp.queue.enqueue({ command, input, actor }); // TANDEM_BUSY when full
+      this.waiters.set(ticket, { resolve, reject });
+      this.kick();
+    });
+  }
+
+  /** Starts the loop unless it runs; it stops when nothing is waiting and no tick is due. */
+  kick(): void {
+    if (this.pumping || this.stateValue !== "active") return;
+    this.pumping = true;
+    this.pumpDone = this.pump().finally(() => {
+      this.pumping = false;
+    });
+  }
+
+  private async pump(): Promise<void> {
+    for (let steps = 0; steps < PUMP_STEPS_MAX && this.stateValue === "active" && this.cp !== null; steps++) {
+      if (this.needResync && !(await this.resync())) return;
+      const cp = this.cp;
+      // Health first (a DOWN member is failed over before the next operator command), then one command.
+      const tick = cp.tick(this.ctx("system"));
+      if (tick !== null) {
+        this.commandCounts.ticks++;
+        await this.commitStep(tick, null);
+        continue;
+      }
+      const item = cp.queue.next();
+      if (item === null) return;
+      await this.runItem(cp, item);
+    }
+    if (this.stateValue === "active" && this.cp !== null && this.cp.queue.waitingCount > 0) setImmediate(() => this.kick());
+  }
+
+  private ctx(actor: string): { actor: string; nowMs: number; nowIso: string } {
+    return { actor, nowMs: this.clock.nowMs(), nowIso: this.clock.nowIso() };
+  }
+
+  private takeWaiter(ticket: number): Waiter {
+    const waiter = this.waiters.get(ticket);
+    assert(waiter !== undefined, `no caller waits for ticket ${ticket}`);
+    this.waiters.delete(ticket);
+    return waiter;
+  }
+
+  private async runItem(cp: ControlPlane, item: QueuedCommand): Promise<void> {
+    const waiter = this.takeWaiter(item.ticket);
+    if ((TOKEN_COMMANDS as readonly string[]).includes(item.command)) {
+      await this.runTokenCommand(item, waiter);
+      return;
+    }
+    let step: PreparedStep;
+    try {
+      step = cp.prepare(item.command, item.input, this.ctx(item.actor));
+    } catch (error) {
+      // An assertion in a handler: a bug. Answer the caller, then crash (the store is intact).
+      waiter.reject(new TandemError(ErrorCode.INTERNAL, `internal error running ${item.command}`));
+      this.crash(error);
+      return;
+    }
+    await this.commitStep(step, waiter);
+  }
+
+  /** commit -> confirm | abort, then answer and perform effects. */
+  private async commitStep(step: PreparedStep, waiter: Waiter | null): Promise<void> {
+    const cp = this.cp!;
+    let revision: number;
+    try {
+      revision = await this.store.commit(step.mutation);
+    } catch (error) {
+      cp.abort(step);
+      this.commandCounts.failed++;
+      const failure = this.commitFailure(error, step.command);
+      waiter?.reject(failure);
+      return;
+    }
+    cp.confirm(step, revision);
+    this.storeRevisionValue = revision;
+    if (step.ok) this.commandCounts.ok++;
+    else this.commandCounts.refused++;
+    this.reports.retain((a) => cp.current.appliances.has(a));
+    const log = { command: step.command, actor: step.actor, revision, ok: step.ok, ...(step.error ? { code: step.error.code } : {}) };
+    if (step.command !== "health.tick") this.logger.info(log, step.ok ? "command applied" : "command refused");
+    else this.logger.info({ ...log, result: step.result }, "health tick applied");
+    if (waiter !== null) {
+      if (step.ok) waiter.resolve(step.result);
+      else waiter.reject(step.error);
+    }
+    for (const effect of step.effects) this.emit(effect);
+  }
+
+  private commitFailure(error: unknown, command: string): TandemError {
+    if (error instanceof TandemError && error.code === ErrorCode.NOT_LEADER) {
+      this.deactivate("the store refused a commit: not the leader");
+      return error;
+    }
+    this.needResync = true;
+    this.logger.error({ err: error, command }, "store commit failed; reloading before the next commit");
+    if (error instanceof TandemError) return error;
+    return new TandemError(ErrorCode.STORE_UNAVAILABLE, `the store failed while committing ${command} (the outcome is unknown): ${(error as Error).message}`);
+  }
+
+  /** After a failed commit: reload; rebuild the control plane when the store moved. False: still failing. */
+  private async resync(): Promise<boolean> {
+    try {
+      const snapshot = await this.store.load();
+      if (snapshot.revision !== this.storeRevisionValue) {
+        const old = this.cp!;
+        const cp = new ControlPlane(snapshot, { ...this.options.controlPlane, seedSource: () => randomInt(0, 2 ** 32) >>> 0 });
+        // Keep the callers waiting, in order.
+        for (let item = old.queue.next(); item !== null; item = old.queue.next()) {
+          const waiter = this.takeWaiter(item.ticket);
+          const ticket = cp.queue.enqueue({ command: item.command, input: item.input, actor: item.actor });
+          this.waiters.set(ticket, waiter);
+        }
+        this.cp = cp;
+        this.tokens = TokenRegistry.fromDocuments(snapshot.collections.tokens);
+        this.logger.warn({ from: this.storeRevisionValue, to: snapshot.revision }, "store moved under a failed commit: control plane rebuilt");
+        this.storeRevisionValue = snapshot.revision;
+      }
+      this.needResync = false;
+      return true;
+    } catch (error) {
+      this.logger.error({ err: error }, "store reload failed; refusing waiting commands");
+      this.rejectWaiting(error instanceof TandemError ? error : new TandemError(ErrorCode.STORE_UNAVAILABLE, `the store is unavailable: ${(error as Error).message}`));
+      return false;
+    }
+  }
+
+  private rejectWaiting(error: TandemError): void {
+    const cp = this.cp;
+    if (cp !== null) for (let item = cp.queue.next(); item !== null; item = cp.queue.next()) this.takeWaiter(item.ticket).reject(error);
+    for (const [ticket, waiter] of this.waiters) {
+      this.waiters.delete(ticket);
+      waiter.reject(error);
+    }
+  }
+
+  private emit(effect: Effect): void {
+    this.logger.debug({ effect }, "effect");
+    for (const listener of this.effectListeners) listener(effect);
+  }
+
+  private crash(error: unknown): void {
+    this.logger.fatal({ err: error }, "programmer error in the control plane; crashing (the store is intact: restart)");
+    queueMicrotask(() => {
+      throw error;
+    });
+  }
+
+  // ---- tokens -----------------------------------------------------------------------------
+
+  authenticate(secret: string): Principal | null {
+    return this.tokens.authenticate(secret);
+  }
+
+  listTokens(): TokenInfo[] {
+    this.requireActive();
+    return this.tokens.list();
+  }
+
+  /** Creates a token; resolves with its secret (shown once) after the commit. */
+  async createToken(name: string, role: Role, actor: string): Promise<{ name: string; role: Role; token: string }> {
+    const secret = newTokenSecret();
+    await this.enqueue("token.create", { name, role, sha256: hashToken(secret) }, actor);
+    return { name, role, token: secret };
+  }
+
+  async revokeToken(name: string, actor: string): Promise<{ name: string }> {
+    await this.enqueue("token.revoke", { name }, actor);
+    return { name };
+  }
+
+  private async runTokenCommand(item: QueuedCommand, waiter: Waiter): Promise<void> {
+    const at = this.clock.nowIso();
+    const input = item.input as { name: string; role?: Role; sha256?: string };
+    const audit: AuditRecord = { at, actor: item.actor, command: item.command, args: { name: input.name, ...(input.role ? { role: input.role } : {}) }, result: "ok" };
+    const mutation: Mutation = { puts: [], deletes: [], audit: [audit], events: [] };
+    let refusal: TandemError | null = null;
+    let apply: () => void = () => {};
+    try {
+      apply = this.prepareToken(item, input, at, mutation);
+    } catch (error) {
+      if (!(error instanceof TandemError)) throw error;
+      refusal = error;
+      audit.result = "error";
+      audit.code = error.code;
+      audit.message = error.message;
+    }
+    let revision: number;
+    try {
+      revision = await this.store.commit(mutation);
+    } catch (error) {
+      waiter.reject(this.commitFailure(error, item.command));
+      return;
+    }
+    this.storeRevisionValue = revision;
+    this.logger.info({ command: item.command, actor: item.actor, name: input.name, revision, ok: refusal === null }, "token command");
+    if (refusal !== null) {
+      waiter.reject(refusal);
+      return;
+    }
+    apply();
+    waiter.resolve(null);
+  }
+
+  /** Checks a token command and fills its mutation; returns what to apply after the commit. Throws TandemError. */
+  private prepareToken(item: QueuedCommand, input: { name: string; role?: Role; sha256?: string }, at: string, mutation: Mutation): () => void {
+    checkName(input.name, "name");
+    if (item.command === "token.create") {
+      const role = input.role;
+      const sha256 = input.sha256;
+      if (!isRole(role) || typeof sha256 !== "string") throw new TandemError(ErrorCode.INVALID_ARGUMENT, "role: must be admin, operator, monitor or member", { field: "role" });
+      if (this.tokens.has(input.name)) throw new TandemError(ErrorCode.CONFLICT, `a token named ${input.name} exists; revoke it first`, { name: input.name });
+      if (this.tokens.size >= TOKENS_MAX) throw new TandemError(ErrorCode.LIMIT_EXCEEDED, `at most ${TOKENS_MAX} tokens`);
+      const info: TokenInfo = { name: input.name, role, createdAt: at, createdBy: item.actor };
+      mutation.puts.push({ collection: "tokens", doc: tokenDocument(info, sha256) });
+      mutation.events.push({ at, kind: "token.created", message: `token ${info.name} (${info.role}) created by ${item.actor}` });
+      return () => this.tokens.put(info, sha256);
+    }
+    const info = this.tokens.infoOf(input.name);
+    if (info === null) throw new TandemError(ErrorCode.NOT_FOUND, `no token named ${input.name}`, { name: input.name });
+    if (info.role === "admin" && this.tokens.adminCount() === 1) {
+      throw new TandemError(ErrorCode.CONFLICT, `${input.name} is the last admin token; create another admin token first`, { name: input.name });
+    }
+    mutation.deletes.push({ collection: "tokens", id: input.name });
+    mutation.events.push({ at, kind: "token.revoked", message: `token ${input.name} revoked by ${item.actor}` });
+    return () => this.tokens.remove(input.name);
+  }
+
+  // ---- member traffic (soft state) ----------------------------------------------------------
+
+  heartbeat(appliance: string, input: HeartbeatInput): HeartbeatAnswer {
+    const cp = this.controlPlane;
+    const nowMs = this.clock.nowMs();
+    cp.heartbeat(
+      {
+        appliance,
+        epoch: input.epoch,
+        policyRevision: input.policyRevision,
+        cpuPct: input.cpuPct,
+        packetsPerSec: input.packetsPerSec,
+        connections: input.connections,
+        rttMs: input.rttMs,
+      },
+      nowMs,
+    );
+    this.reports.record(appliance, input.counters, nowMs);
+    const member = cp.current.members.get(appliance);
+    const group = member === undefined ? undefined : cp.current.groups.get(member.group);
+    // Cheap on purpose (every member, every heartbeat): the record and the cached plan, not the full transition view.
+    const t = group?.transition ?? null;
+    return {
+      appliance,
+      group: member?.group ?? null,
+      state: member?.state ?? "UNASSIGNED",
+      epoch: group === undefined || (group.tableMembers.length === 0 && t === null) ? null : group.epoch,
+      policyRevision: group?.policyRevision ?? null,
+      transition: t === null ? null : { seq: t.seq, kind: t.kind, phase: awaitedPhaseOf(planOf(group!)).kind === "fill" ? "fill" : "reprotect" },
+      heartbeatIntervalMs: cp.health.options.heartbeatIntervalMs,
+      verify: member === undefined ? null : this.reports.pendingFor(member.group, appliance, nowMs),
+    };
+  }
+
+  fillReport(appliance: string, report: { epoch: number; buckets: number[] }): { accepted: number; complete: boolean; progress: number } {
+    const cp = this.controlPlane;
+    this.requireAppliance(appliance);
+    const result = cp.fillReport({ appliance, epoch: report.epoch, buckets: report.buckets }, this.clock.nowMs());
+    if (result.complete) this.kick();
+    return result;
+  }
+
+  distribution(group: string): DistributionDocument | null {
+    const d = this.controlPlane.view().distribution(group);
+    if (d === null) return null;
+    const fills: DistributionDocument["fills"] = [];
+    for (const [bucket, to] of d.fills) fills.push({ bucket, to: [...to] });
+    fills.sort((a, b) => a.bucket - b.bucket);
+    const t = d.table;
+    return {
+      group,
+      epoch: t.epoch,
+      seed: t.seed,
+      bucketCount: t.table.bucketCount,
+      members: [...t.table.members],
+      weights: [...t.table.weights],
+      owner: encodeRoles(t.table.owner),
+      backup: encodeRoles(t.table.backup),
+      fills,
+    };
+  }
+
+  countersOf(appliance: string): MemberCounters | null {
+    return this.reports.countersOf(appliance);
+  }
+
+  private requireAppliance(appliance: string): void {
+    if (!this.controlPlane.current.appliances.has(appliance)) {
+      throw new TandemError(ErrorCode.APPLIANCE_NOT_FOUND, `no appliance with id ${appliance}`, { appliance });
+    }
+  }
+
+  // ---- verification -------------------------------------------------------------------------
+
+  startVerify(group: string): VerifyView {
+    const cp = this.controlPlane;
+    const view = cp.view();
+    const table = view.epochTable(group); // SG_NOT_FOUND
+    const serving = view.members(group).filter((m) => m.inTable && (m.state === "UP" || m.state === "JOINING" || m.state === "DRAINING"));
+    const nowMs = this.clock.nowMs();
+    return this.reports.startVerify(group, table?.epoch ?? 0, serving.map((m) => m.appliance), nowMs, this.clock.nowIso());
+  }
+
+  verifyStatus(group: string, id: number): VerifyView {
+    this.controlPlane.view().epochTable(group);
+    return this.reports.verifyView(group, id, this.clock.nowMs());
+  }
+
+  verifyReport(appliance: string, report: { id: number; bucketsChecked: number; mismatched: number[] }): VerifyView {
+    const cp = this.controlPlane;
+    this.requireAppliance(appliance);
+    const member = cp.current.members.get(appliance);
+    if (member === undefined) throw new TandemError(ErrorCode.MEMBER_NOT_FOUND, `appliance ${appliance} is not a member of any security group`, { appliance });
+    return this.reports.report(member.group, appliance, report.id, report.bucketsChecked, report.mismatched, this.clock.nowMs());
+  }
+
+  // ---- queries ------------------------------------------------------------------------------
+
+  findConnections(query: FlowQuery & { group?: string }): ConnectionLocation[] {
+    const cp = this.controlPlane;
+    const view = cp.view();
+    const groups = query.group !== undefined ? [query.group] : [...cp.current.groups.keys()].filter((g) => view.epochTable(g) !== null).sort();
+    const stateOf = (id: string | null): string | null => (id === null ? null : (cp.current.members.get(id)?.state ?? "UNASSIGNED"));
+    return groups.map((g) => {
+      const location = view.connectionsLocation(g, query);
+      return { ...location, ownerState: stateOf(location.owner), backupState: stateOf(location.backup) };
+    });
+  }
+
+  syncStatus(group?: string): SyncStatus[] {
+    const cp = this.controlPlane;
+    const view = cp.view();
+    const nowMs = this.clock.nowMs();
+    const names = group !== undefined ? [group] : [...cp.current.groups.keys()].sort();
+    return names.map((name) => {
+      const g = view.group(name, nowMs) as { epoch: number; policyRevision: number };
+      const t = view.transition(name, nowMs);
+      const members = view.members(name, nowMs).map((m): SyncMemberStatus => {
+        const reportedEpoch = m.load?.epoch ?? null;
+        const policyRevision = m.load?.policyRevision ?? null;
+        return {
+          appliance: m.appliance,
+          state: m.state,
+          alive: m.alive,
+          reportedEpoch,
+          epochLag: reportedEpoch === null ? null : Math.max(0, g.epoch - reportedEpoch),
+          policyRevision,
+          policyLag: policyRevision === null ? null : Math.max(0, g.policyRevision - policyRevision),
+          syncLagMs: this.reports.countersOf(m.appliance)?.syncLagMs ?? null,
+          heartbeatAgeMs: m.lastHeartbeatMs === null ? null : Math.max(0, nowMs - m.lastHeartbeatMs),
+        };
+      });
+      const serving = members.filter((m) => m.state === "UP" || m.state === "JOINING" || m.state === "DRAINING");
+      return {
+        group: name,
+        epoch: g.epoch,
+        policyRevision: g.policyRevision,
+        transition: t === null ? null : { kind: t.kind, seq: t.seq, progress: t.progress },
+        inSync: t === null && serving.every((m) => m.epochLag === 0 && m.policyLag === 0),
+        members,
+      };
+    });
+  }
+
+  status(): Record<string, unknown> {
+    const base = {
+      instance: this.instanceId,
+      role: this.role,
+      store: this.store.kind,
+      storeRevision: this.storeRevisionValue,
+      startedAt: this.startedAt,
+    };
+    if (this.stateValue !== "active" || this.cp === null) return base;
+    const cp = this.cp;
+    const nowMs = this.clock.nowMs();
+    const appliances = cp.view().appliances(nowMs);
+    return {
+      ...base,
+      queue: { waiting: cp.queue.waitingCount, waitingMax: cp.queue.waitingMax, prepared: cp.queue.prepared, confirmed: cp.queue.confirmed, aborted: cp.queue.aborted },
+      commands: { ...this.commandCounts },
+      appliances: { total: appliances.length, pool: appliances.filter((a) => a.group === null).length, alive: appliances.filter((a) => a.alive).length },
+      groups: cp.view().groups(nowMs),
+    };
+  }
+
+  async audit(options: { limit?: number; beforeSeq?: number }): Promise<AuditRecord[]> {
+    this.requireActive();
+    return this.store.audit(options);
+  }
+
+  async events(options: { limit?: number; afterSeq?: number }): Promise<EventRecord[]> {
+    this.requireActive();
+    return this.store.events(options);
+  }
+}
