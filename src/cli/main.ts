@@ -4,7 +4,10 @@
 
 import { Command, CommanderError } from "commander";
 import { TandemError, exitCodeOf } from "../stdx/errors.js";
+import { registerManagement } from "./management.js";
+import { registerOrchestrator } from "./orchestrator.js";
 import { registerReplay } from "./replay.js";
+import { registerSim } from "./sim.js";
 
 const program = new Command();
 program
@@ -15,6 +18,9 @@ program
   .showHelpAfterError();
 
 registerReplay(program);
+registerOrchestrator(program);
+registerManagement(program);
+registerSim(program);
 
 async function main(): Promise<void> {
   try {

@@ -4,17 +4,31 @@ import { ChannelEvent, PeerState, ReceiveResult, SyncChannel, type ChannelConfig
 import { DecodedRecord, RecordKind, encodeCreate, encodeDelete, encodeDigestList, encodeRefresh } from "./records.js";
 import { MacKey } from "./datagram.js";
 import {
+  ACK_DELAY_MS,
   ACK_EVERY_DATAGRAMS,
   DATAGRAM_BYTES_MAX,
+  DATAGRAM_SHORT_HEADER_BYTES,
   FLUSH_INTERVAL_MS,
   KEEPALIVE_INTERVAL_MS,
+  MAC_BYTES,
   NACK_REPEAT_MS,
   PEER_DEAD_AFTER_MS,
+  RTO_MAX_MS,
 } from "./constants.js";
 import { Prng } from "../stdx/prng.js";
 import { ConnState, type ConnectionSnapshot } from "../engine/types.js";
 
 const SEED = 42;
+console.log(`channel tests seed=${SEED}`);
+
+/** A datagram's type and DATA sequence number, read from either header form (datagram.ts). */
+function typeOf(bytes: Uint8Array): number {
+  return bytes[0]! & 7;
+}
+function seqOf(bytes: Uint8Array): number {
+  const at = (bytes[0]! & 0x20) !== 0 ? 6 : 2;
+  return ((bytes[at]! << 24) | (bytes[at + 1]! << 16) | (bytes[at + 2]! << 8) | bytes[at + 3]!) >>> 0;
+}
 const KEY = new MacKey(Buffer.alloc(32, 0x11));
 const CLUSTER = 7;
 
@@ -83,22 +97,26 @@ class Endpoint implements ChannelPort {
     private readonly side: 0 | 1,
   ) {}
 
-  send(bytes: Uint8Array, length: number): void {
+  send(bytes: Uint8Array, offset: number, length: number): void {
     expect(length).toBeLessThanOrEqual(DATAGRAM_BYTES_MAX);
-    this.net.send(this.side === 0 ? 1 : 0, bytes, length, this.nowMs);
+    this.net.send(this.side === 0 ? 1 : 0, bytes.subarray(offset), length, this.nowMs);
   }
   deliver(record: DecodedRecord): void {
     this.deliveredKinds.push(record.kind);
-    // Test records number themselves through the bucket field.
-    this.delivered.push(record.bucket);
+    this.delivered.push(numberOf(record));
   }
   event(event: ChannelEvent): void {
     this.events.push(event);
   }
 }
 
+/** Test records number themselves: key records through their source port, the others through their bucket. */
+function numberOf(record: DecodedRecord): number {
+  return record.bucket >= 0 ? record.bucket : record.srcPort;
+}
+
 function config(localId: number, peerId: number, session: number, extra: Partial<ChannelConfig> = {}): ChannelConfig {
-  return { clusterId: CLUSTER, localId, peerId, session, key: KEY, epoch: 1, minEpoch: 1, ...extra };
+  return { clusterId: CLUSTER, localId, peerId, session, key: KEY, epoch: 1, minEpoch: 1, bucketOfRecord: numberOf, ...extra };
 }
 
 class Pair {
@@ -136,19 +154,20 @@ class Pair {
     return side === 0 ? this.a : this.b;
   }
 
-  /** Enqueues a record numbered `n` (carried in the bucket field) of a kind chosen by n. */
+  /** Enqueues a record numbered `n` (see numberOf) of a kind chosen by n. */
   enqueue(side: 0 | 1, n: number): void {
     const s = this.scratch;
+    const conn = { ...this.conn, srcPort: n };
     let end: number;
     switch (n % 4) {
       case 0:
-        end = encodeCreate(s, 0, s.length, n, this.conn, this.nowMs);
+        end = encodeCreate(s, 0, s.length, conn, this.nowMs);
         break;
       case 1:
-        end = encodeDelete(s, 0, s.length, n, this.conn);
+        end = encodeDelete(s, 0, s.length, conn);
         break;
       case 2:
-        end = encodeRefresh(s, 0, s.length, n, this.conn, 5000);
+        end = encodeRefresh(s, 0, s.length, conn, 5000);
         break;
       default:
         end = encodeDigestList(s, 0, s.length, RecordKind.DIGEST_REPLY, [n, n + 1], [1, 2], 0, 2);
@@ -181,7 +200,7 @@ describe("SyncChannel over a perfect network", () => {
   it("delivers records in order, batched into full datagrams, and ACKs sparingly", () => {
     const pair = new Pair(1, PERFECT);
     for (let n = 0; n < 2000; n++) pair.enqueue(0, n);
-    pair.run(50);
+    pair.run(50 + 2 * ACK_DELAY_MS);
     const a = pair.a.channel.counters;
     const b = pair.b.channel.counters;
     expect(pair.b.delivered).toEqual(range(2000));
@@ -195,7 +214,7 @@ describe("SyncChannel over a perfect network", () => {
     // One ACK per ACK_EVERY_DATAGRAMS when the datagrams come in a burst, plus the tail.
     expect(b.acksSent).toBeLessThanOrEqual(Math.ceil(a.sent / ACK_EVERY_DATAGRAMS) + 2);
     expect(a.rttMs).toBeGreaterThan(0);
-    expect(a.rttMs).toBeLessThan(2);
+    expect(a.rttMs).toBeLessThan(ACK_DELAY_MS + 2);
   });
 
   it("sends an open datagram within FLUSH_INTERVAL_MS of its first record", () => {
@@ -261,7 +280,7 @@ describe("SyncChannel over a lossy, duplicating, reordering network", () => {
         expect(b.acksSent).toBeLessThanOrEqual(b.received + b.duplicates);
         expect(b.nacksSent).toBeLessThanOrEqual(b.outOfOrder + pair.nowMs / NACK_REPEAT_MS);
         expect(a.rttMs).toBeGreaterThan(0.1);
-        expect(a.rttMs).toBeLessThan(10);
+        expect(a.rttMs).toBeLessThan(ACK_DELAY_MS + 10);
         expect(pair.a.events.filter((e) => e === ChannelEvent.PEER_DEAD)).toEqual([]);
       }),
       { seed: SEED, numRuns: 12 },
@@ -274,7 +293,7 @@ describe("SyncChannel over a lossy, duplicating, reordering network", () => {
     const send = pair.net.send.bind(pair.net);
     pair.net.send = (to, bytes, length, nowMs) => {
       // Drop the second DATA datagram from a, once.
-      if (!dropped && to === 1 && bytes[3] === 1 && ((bytes[28]! << 24) | (bytes[29]! << 16) | (bytes[30]! << 8) | bytes[31]!) === 2) {
+      if (!dropped && to === 1 && typeOf(bytes) === 1 && seqOf(bytes) === 2) {
         dropped = true;
         return;
       }
@@ -297,7 +316,7 @@ describe("SyncChannel over a lossy, duplicating, reordering network", () => {
     pair.run(1);
     expect(pair.a.channel.counters.sent).toBe(1);
     pair.net.up = true;
-    pair.run(100);
+    pair.run(2 * RTO_MAX_MS);
     expect(pair.b.delivered).toEqual([0]);
     expect(pair.a.channel.counters.timeouts).toBeGreaterThan(0);
     expect(pair.a.channel.inFlight).toBe(0);
@@ -327,7 +346,7 @@ describe("SyncChannel bounded resend queue", () => {
 
     // The network heals: the receiver skips what the sender abandoned and gets the rest in order.
     pair.net.up = true;
-    pair.run(200);
+    pair.run(pair.nowMs + 4 * RTO_MAX_MS);
     const kept = range(queue, 40 - queue).flatMap((d) => range(10).map((i) => d * 10 + i * 4));
     expect(pair.b.delivered).toEqual(kept);
     expect(pair.b.channel.counters.skipped).toBe(40 - queue);
@@ -354,19 +373,65 @@ describe("SyncChannel bounded resend queue", () => {
 });
 
 describe("SyncChannel liveness", () => {
-  it("keeps an idle channel alive with keep-alives", () => {
+  it("keeps an idle channel alive with keep-alives, and a busy one without", () => {
     const pair = new Pair(1, PERFECT);
-    pair.run(1000);
+    const spanMs = 10 * KEEPALIVE_INTERVAL_MS;
+    pair.run(spanMs);
     const a = pair.a.channel;
     expect(a.peerState).toBe(PeerState.UP);
-    expect(a.counters.keepalivesSent).toBeGreaterThanOrEqual(1000 / KEEPALIVE_INTERVAL_MS - 2);
-    expect(a.counters.keepalivesSent).toBeLessThanOrEqual(1000 / KEEPALIVE_INTERVAL_MS + 1);
+    expect(a.counters.keepalivesSent).toBeGreaterThanOrEqual(spanMs / KEEPALIVE_INTERVAL_MS - 2);
+    expect(a.counters.keepalivesSent).toBeLessThanOrEqual(spanMs / KEEPALIVE_INTERVAL_MS + 1);
     expect(pair.a.events).toEqual([ChannelEvent.PEER_UP]);
+    // Records in both directions more often than the interval: no keep-alive at all.
+    const before = [pair.a.channel.counters.keepalivesSent, pair.b.channel.counters.keepalivesSent];
+    for (let n = 0; n < 40; n++) {
+      pair.enqueue(0, n);
+      pair.enqueue(1, n);
+      pair.run(pair.nowMs + KEEPALIVE_INTERVAL_MS / 4);
+    }
+    expect([pair.a.channel.counters.keepalivesSent, pair.b.channel.counters.keepalivesSent]).toEqual(before);
+  });
+
+  it("goes to short headers once both sides know each other's session; a pure ACK costs a short header and the tag", () => {
+    const pair = new Pair(1, PERFECT);
+    const sizes: number[] = [];
+    const send = pair.net.send.bind(pair.net);
+    pair.net.send = (to, bytes, length, nowMs) => {
+      if (to === 0) sizes.push(length);
+      send(to, bytes, length, nowMs);
+    };
+    for (let n = 0; n < 3; n++) {
+      pair.enqueue(0, n * 4);
+      pair.run(pair.nowMs + 2 * ACK_DELAY_MS);
+    }
+    const b = pair.b.channel.counters;
+    expect(b.acksSent).toBe(3);
+    // b's hello (its first tick) is long: a has not heard of b yet. a's first DATA names b's
+    // session, so every ACK of b is short.
+    expect(b.longHeaders).toBe(1);
+    expect(sizes.slice(1)).toEqual([18, 18, 18]);
+    expect(DATAGRAM_SHORT_HEADER_BYTES + MAC_BYTES).toBe(18);
+    expect(pair.a.channel.peerConfirmed && pair.b.channel.peerConfirmed).toBe(true);
+  });
+
+  it("an ACK rides on the receiver's own records when it has some within ACK_DELAY_MS", () => {
+    const pair = new Pair(1, PERFECT);
+    pair.run(1);
+    for (let n = 0; n < 20; n++) {
+      pair.enqueue(0, n * 4);
+      pair.run(pair.nowMs + ACK_DELAY_MS / 4);
+      pair.enqueue(1, n * 4);
+      pair.run(pair.nowMs + ACK_DELAY_MS / 4);
+    }
+    pair.run(pair.nowMs + 4 * ACK_DELAY_MS);
+    // Only the last datagram each way may need an ACK of its own.
+    expect(pair.a.channel.counters.acksSent + pair.b.channel.counters.acksSent).toBeLessThanOrEqual(2);
+    expect(pair.a.channel.inFlight + pair.b.channel.inFlight).toBe(0);
   });
 
   it("declares a silent peer dead after PEER_DEAD_AFTER_MS, and up again when it speaks", () => {
     const pair = new Pair(1, PERFECT);
-    pair.run(100);
+    pair.run(2 * KEEPALIVE_INTERVAL_MS); // the two have met
     pair.net.up = false;
     const cutMs = pair.nowMs;
     pair.run(cutMs + PEER_DEAD_AFTER_MS - KEEPALIVE_INTERVAL_MS - 1);
@@ -383,31 +448,39 @@ describe("SyncChannel liveness", () => {
 
   it("notices a restarted peer (new session) and refuses its old session", () => {
     const pair = new Pair(1, PERFECT);
+    // Capture old datagrams of b for replays: its first (long header), and a later short one.
+    let oldLong: Uint8Array | null = null;
+    let oldShort: Uint8Array | null = null;
+    const send = pair.net.send.bind(pair.net);
+    pair.net.send = (to, bytes, length, nowMs) => {
+      if (to === 0 && (bytes[0]! & 0x20) !== 0) oldLong ??= bytes.slice(0, length);
+      if (to === 0 && (bytes[0]! & 0x20) === 0) oldShort ??= bytes.slice(0, length);
+      send(to, bytes, length, nowMs);
+    };
     for (let n = 0; n < 50; n++) pair.enqueue(1, n * 4);
     pair.run(20);
     expect(pair.a.delivered.length).toBe(50);
-    // Capture an old datagram of b for a replay.
-    let old: Uint8Array | null = null;
-    const send = pair.net.send.bind(pair.net);
-    pair.net.send = (to, bytes, length, nowMs) => {
-      if (to === 0 && old === null) old = bytes.slice(0, length);
-      send(to, bytes, length, nowMs);
-    };
+    pair.enqueue(1, 200);
     pair.run(100);
-    expect(old).not.toBeNull();
+    pair.enqueue(1, 204);
+    pair.run(200);
+    expect(oldLong).not.toBeNull();
+    expect(oldShort).not.toBeNull();
     // b restarts: a new instance, a newer session, sequence numbers from 1 again.
     pair.b.channel = new SyncChannel(config(2, 1, 201), pair.b, pair.nowMs);
     pair.a.delivered.length = 0;
     for (let n = 0; n < 10; n++) pair.enqueue(1, n * 4);
-    pair.run(200);
+    pair.run(pair.nowMs + 200);
     expect(pair.a.events).toContain(ChannelEvent.PEER_RESTARTED);
     expect(pair.a.channel.counters.peerRestarts).toBe(1);
     expect(pair.a.delivered).toEqual(range(10).map((n) => n * 4));
-    expect(pair.a.channel.receive(old!, old!.length, pair.nowMs)).toBe(ReceiveResult.STALE_SESSION);
+    expect(pair.a.channel.receive(oldLong!, oldLong!.length, pair.nowMs)).toBe(ReceiveResult.STALE_SESSION);
     expect(pair.a.channel.counters.staleSession).toBe(1);
+    // A short header names no session: it is checked against b's new one, and fails.
+    expect(pair.a.channel.receive(oldShort!, oldShort!.length, pair.nowMs)).toBe(ReceiveResult.BAD_MAC);
     // And a's records still reach the new b.
     pair.enqueue(0, 8);
-    pair.run(250);
+    pair.run(pair.nowMs + 250);
     expect(pair.b.delivered).toEqual([8]);
   });
 });
@@ -418,7 +491,7 @@ describe("SyncChannel authentication and epochs", () => {
     let captured: Uint8Array | null = null;
     const send = pair.net.send.bind(pair.net);
     pair.net.send = (to, bytes, length, nowMs) => {
-      if (to === 1 && bytes[3] === 1 && captured === null) captured = bytes.slice(0, length);
+      if (to === 1 && typeOf(bytes) === 1 && captured === null) captured = bytes.slice(0, length);
       send(to, bytes, length, nowMs);
     };
     pair.enqueue(0, 0);
@@ -426,7 +499,7 @@ describe("SyncChannel authentication and epochs", () => {
     expect(pair.b.delivered).toEqual([0]);
     const b = pair.b.channel;
     const forged = captured!.slice();
-    forged[50] ^= 0xff;
+    forged[forged.length - 12] ^= 0xff; // a payload byte
     expect(b.receive(forged, forged.length, pair.nowMs)).toBe(ReceiveResult.BAD_MAC);
     expect(b.counters.badMac).toBe(1);
     // Replaying the authentic datagram is a duplicate, never a second delivery.
@@ -437,7 +510,8 @@ describe("SyncChannel authentication and epochs", () => {
     b.setEpoch(2, 2);
     expect(b.receive(captured!, captured!.length, pair.nowMs)).toBe(ReceiveResult.STALE_EPOCH);
     expect(b.counters.staleEpoch).toBe(1);
-    // a's datagrams to b cannot be replayed into a third member's channel with a...
+    // a's first datagram (long header: a did not know b's session yet) cannot be replayed into a
+    // third member's channel with a...
     const third = new Endpoint(pair.net, 0);
     third.channel = new SyncChannel(config(3, 1, 300), third, pair.nowMs);
     expect(third.channel.receive(captured!, captured!.length, pair.nowMs)).toBe(ReceiveResult.MISADDRESSED);

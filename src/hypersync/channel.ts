@@ -4,8 +4,8 @@
 // calls tick(nowMs) by nextDeadlineMs(); it never reads a clock or sets a timer.
 //
 // The seam (ChannelPort) is three callbacks, the narrowest that both the simulator and the
-// runtime can implement: send(bytes, length) hands one sealed datagram to the transport (the
-// bytes are only valid during the call: copy them to keep them), deliver(record) hands one
+// runtime can implement: send(bytes, offset, length) hands one sealed datagram to the transport
+// (the bytes are only valid during the call: copy them to keep them), deliver(record) hands one
 // decoded record to the sync agent (a reused object, valid during the call), and event(kind)
 // tells of peer up / dead / restarted and of buckets that need a bulk resync.
 //
@@ -29,13 +29,21 @@
 //   verifies (datagram.ts), delivers records of DATA datagrams in seq order exactly once,
 //   buffers out-of-order ones within RECEIVE_WINDOW_DATAGRAMS, drops and counts duplicates,
 //   ACKs every ACK_EVERY_DATAGRAMS or within ACK_DELAY_MS (every outgoing datagram piggybacks
-//   the ACK), and NACKs gaps (at most NACK_RANGES_MAX ranges) when they appear and again every
-//   NACK_REPEAT_MS while they persist.
+//   the ACK, so a pure ACK is only sent when the receiver has nothing else to say), and NACKs
+//   gaps (at most NACK_RANGES_MAX ranges) when they appear and again every NACK_REPEAT_MS while
+//   they persist.
+//
+// Header form (datagram.ts): long until both sides have shown they know each other's session
+// (peerConfirmed: a datagram from the peer named our session), short after. A slot keeps room
+// for the long header in front of its payload, so a retransmission can change form.
+//
+// Keep-alives: only a channel that sent nothing for KEEPALIVE_INTERVAL_MS sends one, so an
+// active member pays nothing for liveness and an idle one a datagram per peer per interval.
 //
 // Sessions: each channel instance has a session number that must grow across restarts. A
 // datagram from a newer peer session resets the receive side (the peer began again at its
 // firstSeq) and raises PEER_RESTARTED: the peer lost its replica state. An older session is a
-// replay and is dropped.
+// replay and is dropped (a short-form datagram of an old session does not verify at all).
 //
 // Invariants: 0 <= nextSeq - oldestSeq <= queue size; every record enqueued stays in the
 // resend queue until the peer acknowledges it, unless its datagram is abandoned (its buckets
@@ -56,7 +64,6 @@ import {
   NACK_REPEAT_MS,
   PEER_DEAD_AFTER_MS,
   RECEIVE_WINDOW_DATAGRAMS,
-  RECORD_HEADER_BYTES,
   RESEND_MIN_INTERVAL_MS,
   RESEND_QUEUE_DATAGRAMS_MAX,
   RETRANSMIT_BURST_MAX,
@@ -70,13 +77,16 @@ import {
   DatagramType,
   MacKey,
   OpenResult,
+  datagramBytes,
+  nackRangeCount,
   nackRangeFirst,
   nackRangeLast,
   openDatagram,
   sealDatagram,
   writeNackRange,
+  type OpenContext,
 } from "./datagram.js";
-import { DecodedRecord, decodeRecord, isStateRecordKind, recordBucketAt, recordKindAt, type RecordSink } from "./records.js";
+import { DecodedRecord, decodeRecord, isStateRecordKind, type RecordSink } from "./records.js";
 
 export const PeerState = {
   UNKNOWN: 0, // nothing heard yet
@@ -93,26 +103,31 @@ export const ChannelEvent = {
 } as const;
 export type ChannelEvent = (typeof ChannelEvent)[keyof typeof ChannelEvent];
 
-/** What receive() did with a datagram: OpenResult codes, plus two channel-level drops. */
+/** What receive() did with a datagram: OpenResult codes, plus a channel-level drop. */
 export const ReceiveResult = {
   ...OpenResult,
-  WRONG_PEER: 10, // authentic, but from another member than this channel's peer
-  STALE_SESSION: 11, // from an older session of the peer (a replay)
-  MISADDRESSED: 12, // authentic, but addressed to another member (a replay from another channel)
+  STALE_SESSION: 12, // from an older session of the peer (a replay)
 } as const;
 export type ReceiveResult = (typeof ReceiveResult)[keyof typeof ReceiveResult];
 
 export interface ChannelPort {
-  /** Transmit one sealed datagram. bytes[0, length) is valid only during this call. */
-  send(bytes: Uint8Array, length: number): void;
+  /** Transmit one sealed datagram. bytes[offset, offset + length) is valid only during this call. */
+  send(bytes: Uint8Array, offset: number, length: number): void;
   /** One record from the peer, in order, exactly once. Reused object, valid only during this call. */
   deliver(record: DecodedRecord): void;
   /** Peer and resync events; needsResync holds the buckets for RESYNC_NEEDED. */
   event(event: ChannelEvent): void;
+  /**
+   * Optional: the records of buf[start, end) are about to be delivered, in order. The agent may
+   * look at them first (to start fetching the memory they will touch, so the cache misses of a
+   * datagram's records overlap instead of following one another). It must not change any state.
+   */
+  prefetch?(buf: Uint8Array, start: number, end: number): void;
 }
 
 export interface ChannelConfig {
   clusterId: number;
+  /** Member ids, 1..65535. */
   localId: number;
   peerId: number;
   /** This instance's session: nonzero, and greater (mod 2^32) than any earlier instance's. */
@@ -126,6 +141,11 @@ export interface ChannelConfig {
   resendQueueDatagrams?: number;
   /** Receive reorder window (power of two, at most RECEIVE_WINDOW_DATAGRAMS). */
   receiveWindowDatagrams?: number;
+  /**
+   * The bucket of a state record (for resync when its datagram is abandoned). Records that
+   * name a connection carry no bucket: the agent derives it from the key. Default: rec.bucket.
+   */
+  bucketOfRecord?: (rec: DecodedRecord) => number;
 }
 
 /** Everything the channel does, counted. rttMs is a gauge (smoothed RTT, -1 before a sample). */
@@ -157,19 +177,26 @@ export class ChannelCounters {
   // drops (receiver)
   truncated = 0;
   tooLong = 0;
-  badMagic = 0;
   badVersion = 0;
   wrongCluster = 0;
   badMac = 0;
   staleEpoch = 0;
   badType = 0;
   malformed = 0; // malformed datagrams and malformed records inside authentic ones
+  unknownSession = 0; // short-form datagrams before the peer's session is known
   wrongPeer = 0;
   misaddressed = 0;
   staleSession = 0;
+  // header forms sent
+  longHeaders = 0;
+  shortHeaders = 0;
   // peer
   peerRestarts = 0;
   peerDeaths = 0;
+}
+
+function isMemberId(n: number): boolean {
+  return Number.isInteger(n) && n >= 1 && n <= 0xffff;
 }
 
 function isPowerOfTwo(n: number): boolean {
@@ -194,20 +221,25 @@ export class SyncChannel implements RecordSink {
   peerState: PeerState = PeerState.UNKNOWN;
   /** The peer's session, 0 until heard. */
   peerSession = 0;
+  /** The peer has shown it knows this channel's session: short headers may go out. */
+  peerConfirmed = false;
 
   private readonly key: MacKey;
   private readonly port: ChannelPort;
   private readonly outHeader = new DatagramHeader();
   private readonly inHeader = new DatagramHeader();
   private readonly record = new DecodedRecord();
+  /** Its own, so abandoning (inside an enqueue a handler makes) never overwrites a record being delivered. */
+  private readonly abandonRecord = new DecodedRecord();
   private readonly controlBuf = new Uint8Array(DATAGRAM_BYTES_MAX);
+  private readonly openContext: OpenContext;
+  private readonly bucketOfRecord: (rec: DecodedRecord) => number;
 
   // ---- send side ----
   private readonly queueSize: number;
   private readonly queueMask: number;
   private readonly slots: Uint8Array[];
   private readonly slotPayloadBytes: Uint16Array;
-  private readonly slotRecordCount: Uint16Array;
   private readonly slotFirstSentMs: Float64Array;
   private readonly slotLastSentMs: Float64Array;
   private readonly slotSends: Uint16Array;
@@ -216,7 +248,8 @@ export class SyncChannel implements RecordSink {
   private open = false;
   private openPayloadBytes = 0;
   private openRecordCount = 0;
-  private openSinceMs = 0;
+  /** When the open datagram must go: FLUSH_INTERVAL_MS after its first record that cannot wait. */
+  private openFlushDueMs = Infinity;
   private srttMs = -1;
   private rttvarMs = 0;
   private baseRtoMs = RTO_INITIAL_MS;
@@ -225,6 +258,12 @@ export class SyncChannel implements RecordSink {
   /** Highest DATA seq the peer acknowledged (meaningful once ackedAny). */
   private ackedSeq = 0;
   private ackedAny = false;
+  /**
+   * The highest ack the peer sent (serial), also when it acknowledged nothing new: once it
+   * reaches oldestSeq - 1 the peer has skipped every abandoned datagram and short headers stop
+   * carrying firstSeq.
+   */
+  private peerAck = 0;
 
   // ---- receive side ----
   private readonly windowSize: number;
@@ -233,7 +272,6 @@ export class SyncChannel implements RecordSink {
   private readonly windowPresent: Uint8Array;
   private readonly windowSeq: Uint32Array;
   private readonly windowPayloadBytes: Uint16Array;
-  private readonly windowRecordCount: Uint16Array;
   /** Next DATA seq to deliver; the cumulative ACK is expected - 1. */
   private expected = 1;
   /** Highest DATA seq known to be sent by the peer (within the window). */
@@ -245,11 +283,13 @@ export class SyncChannel implements RecordSink {
   /** A datagram of this receive() revealed a seq missing that was not known missing before. */
   private newHole = false;
   private lastHeardMs: number;
+  private lastAnnounceMs = -Infinity;
   private receiving = false;
 
   constructor(config: ChannelConfig, port: ChannelPort, nowMs: number) {
     assert(config.session >>> 0 === config.session && config.session !== 0, "session must be a nonzero u32");
     assert(config.localId !== config.peerId, "a channel needs two different members");
+    assert(isMemberId(config.localId) && isMemberId(config.peerId), "member ids are 1..65535");
     const queueSize = config.resendQueueDatagrams ?? RESEND_QUEUE_DATAGRAMS_MAX;
     const windowSize = config.receiveWindowDatagrams ?? RECEIVE_WINDOW_DATAGRAMS;
     assert(isPowerOfTwo(queueSize) && queueSize >= 2 && queueSize <= RESEND_QUEUE_DATAGRAMS_MAX, "resend queue size out of range");
@@ -262,6 +302,16 @@ export class SyncChannel implements RecordSink {
     this.port = port;
     this.epoch = config.epoch ?? 0;
     this.minEpoch = config.minEpoch ?? 0;
+    this.bucketOfRecord = config.bucketOfRecord ?? ((rec) => rec.bucket);
+    this.openContext = {
+      clusterId: this.clusterId,
+      localId: this.localId,
+      peerId: this.peerId,
+      localSession: this.session,
+      peerSession: 0,
+      epoch: this.epoch,
+      minEpoch: this.minEpoch,
+    };
 
     this.queueSize = queueSize;
     this.queueMask = queueSize - 1;
@@ -269,7 +319,6 @@ export class SyncChannel implements RecordSink {
     this.slots = [];
     for (let i = 0; i < queueSize; i++) this.slots.push(slab.subarray(i * DATAGRAM_BYTES_MAX, (i + 1) * DATAGRAM_BYTES_MAX));
     this.slotPayloadBytes = new Uint16Array(queueSize);
-    this.slotRecordCount = new Uint16Array(queueSize);
     this.slotFirstSentMs = new Float64Array(queueSize);
     this.slotLastSentMs = new Float64Array(queueSize);
     this.slotSends = new Uint16Array(queueSize);
@@ -280,9 +329,10 @@ export class SyncChannel implements RecordSink {
     this.windowPresent = new Uint8Array(windowSize);
     this.windowSeq = new Uint32Array(windowSize);
     this.windowPayloadBytes = new Uint16Array(windowSize);
-    this.windowRecordCount = new Uint16Array(windowSize);
 
-    this.lastSentAnyMs = nowMs;
+    // A new channel says hello at its first tick: a peer that knew an earlier instance of this
+    // member learns the new session (and that its copies are gone) at once.
+    this.lastSentAnyMs = nowMs - KEEPALIVE_INTERVAL_MS;
     this.lastHeardMs = nowMs;
   }
 
@@ -291,6 +341,8 @@ export class SyncChannel implements RecordSink {
     assert(epoch >>> 0 === epoch && minEpoch >>> 0 === minEpoch, "epochs are u32");
     this.epoch = epoch;
     this.minEpoch = minEpoch;
+    this.openContext.epoch = epoch;
+    this.openContext.minEpoch = minEpoch;
   }
 
   /** Sealed datagrams awaiting acknowledgement. */
@@ -323,13 +375,17 @@ export class SyncChannel implements RecordSink {
 
   // ---- sending ---------------------------------------------------------------------------
 
-  /** Appends one whole record (bytes[offset, offset + length)); seals the open datagram first if it would not fit. */
-  enqueue(bytes: Uint8Array, offset: number, length: number, nowMs: number): void {
-    assert(length >= RECORD_HEADER_BYTES && length <= DATAGRAM_PAYLOAD_BYTES_MAX, "record length out of range");
+  /**
+   * Appends one whole record (bytes[offset, offset + length)); seals the open datagram first if
+   * it would not fit. The datagram goes out within FLUSH_INTERVAL_MS, or by `latestMs` when that
+   * is later: a record that may wait (a coalesced change, already late by design) rides with
+   * the next record that cannot instead of costing a datagram of its own.
+   */
+  enqueue(bytes: Uint8Array, offset: number, length: number, nowMs: number, latestMs = nowMs + FLUSH_INTERVAL_MS): void {
+    assert(length >= 1 && length <= DATAGRAM_PAYLOAD_BYTES_MAX, "record length out of range");
     assert(offset >= 0 && offset + length <= bytes.length, "record outside its buffer");
-    assert(((bytes[offset + 1]! << 8) | bytes[offset + 2]!) === length, "not one whole record");
     if (this.open && this.openPayloadBytes + length > DATAGRAM_PAYLOAD_BYTES_MAX) this.sealAndSend(nowMs);
-    if (!this.open) this.openDatagram(nowMs);
+    if (!this.open) this.openDatagram();
     const slot = this.slots[this.nextSeq & this.queueMask]!;
     const at = DATAGRAM_HEADER_BYTES + this.openPayloadBytes;
     // A plain loop: records are short, and subarray() would allocate a view per record.
@@ -337,19 +393,24 @@ export class SyncChannel implements RecordSink {
     this.openPayloadBytes += length;
     this.openRecordCount++;
     this.counters.recordsEnqueued++;
+    const dueMs = Math.max(latestMs, nowMs + FLUSH_INTERVAL_MS);
+    if (dueMs < this.openFlushDueMs) this.openFlushDueMs = dueMs;
   }
 
-  /** Seals and sends the open datagram now (e.g. at the end of an engine batch). */
-  flush(nowMs: number): void {
-    if (this.open) this.sealAndSend(nowMs);
+  /**
+   * Seals and sends the open datagram now (e.g. at the end of an engine batch). ackNow asks the
+   * peer to acknowledge it at once (a caller that waits for the acknowledgement: bulk ends).
+   */
+  flush(nowMs: number, ackNow = false): void {
+    if (this.open) this.sealAndSend(nowMs, ackNow);
   }
 
-  private openDatagram(nowMs: number): void {
+  private openDatagram(): void {
     if (this.inFlight === this.queueSize) this.abandonOldest();
     this.open = true;
     this.openPayloadBytes = 0;
     this.openRecordCount = 0;
-    this.openSinceMs = nowMs;
+    this.openFlushDueMs = Infinity;
   }
 
   /** The resend queue is full: give up the oldest datagram and resync its buckets instead. */
@@ -357,17 +418,21 @@ export class SyncChannel implements RecordSink {
     const index = this.oldestSeq & this.queueMask;
     const slot = this.slots[index]!;
     const end = DATAGRAM_HEADER_BYTES + this.slotPayloadBytes[index]!;
+    const rec = this.abandonRecord;
     let added = 0;
-    // Records were whole when enqueued, so their lengths walk the payload exactly.
-    for (let p = DATAGRAM_HEADER_BYTES; p < end; p += (slot[p + 1]! << 8) | slot[p + 2]!) {
-      if (isStateRecordKind(recordKindAt(slot, p))) {
-        const bucket = recordBucketAt(slot, p);
-        if (!this.needsResync.has(bucket)) {
-          this.needsResync.add(bucket);
-          added++;
-        }
-      } else {
+    // Records were whole when enqueued, so decoding walks the payload exactly (bounded by it).
+    for (let p = DATAGRAM_HEADER_BYTES; p < end; ) {
+      const next = decodeRecord(slot, p, end, rec);
+      assert(next > p, "an enqueued record does not decode");
+      p = next;
+      if (!isStateRecordKind(rec.kind)) {
         this.counters.controlRecordsAbandoned++;
+        continue;
+      }
+      const bucket = this.bucketOfRecord(rec);
+      if (bucket >= 0 && !this.needsResync.has(bucket)) {
+        this.needsResync.add(bucket);
+        added++;
       }
     }
     this.oldestSeq = (this.oldestSeq + 1) >>> 0;
@@ -376,9 +441,13 @@ export class SyncChannel implements RecordSink {
     if (added > 0) this.port.event(ChannelEvent.RESYNC_NEEDED);
   }
 
-  private fillHeader(type: number, seq: number, flags: number, count: number): DatagramHeader {
+  private fillHeader(type: number, seq: number, flags: number): DatagramHeader {
     const h = this.outHeader;
     h.type = type;
+    // Short only when both sides know each other's session (the receiver fills them in).
+    h.long = !this.peerConfirmed || this.peerSession === 0;
+    if (h.long) this.counters.longHeaders++;
+    else this.counters.shortHeaders++;
     h.clusterId = this.clusterId;
     h.senderId = this.localId;
     h.receiverId = this.peerId;
@@ -388,8 +457,8 @@ export class SyncChannel implements RecordSink {
     h.seq = seq;
     h.ack = this.peerSession === 0 ? 0 : (this.expected - 1) >>> 0;
     h.firstSeq = this.oldestSeq;
+    h.hasFirstSeq = h.long || seqDiff(this.oldestSeq, this.peerAck + 1) > 0;
     h.flags = flags;
-    h.count = count;
     return h;
   }
 
@@ -404,41 +473,44 @@ export class SyncChannel implements RecordSink {
     }
   }
 
-  private sealAndSend(nowMs: number): void {
+  private sealAndSend(nowMs: number, ackNow = false): void {
     assert(this.open && this.openRecordCount > 0, "no open datagram to seal");
     const seq = this.nextSeq;
     const index = seq & this.queueMask;
     // Ask for a prompt ACK when half the queue waits, so a slow ACK never abandons datagrams.
-    const flags = this.inFlight + 1 >= this.queueSize >>> 1 ? DatagramFlag.ACK_NOW : 0;
-    const h = this.fillHeader(DatagramType.DATA, seq, flags, this.openRecordCount);
-    const length = sealDatagram(this.slots[index]!, h, this.openPayloadBytes, this.key);
+    const flags = ackNow || this.inFlight + 1 >= this.queueSize >>> 1 ? DatagramFlag.ACK_NOW : 0;
+    const h = this.fillHeader(DatagramType.DATA, seq, flags);
+    const start = sealDatagram(this.slots[index]!, DATAGRAM_HEADER_BYTES, this.openPayloadBytes, h, this.key);
+    const length = datagramBytes(h, this.openPayloadBytes);
     this.slotPayloadBytes[index] = this.openPayloadBytes;
-    this.slotRecordCount[index] = this.openRecordCount;
     this.slotFirstSentMs[index] = nowMs;
     this.slotLastSentMs[index] = nowMs;
     this.slotSends[index] = 1;
     this.nextSeq = (seq + 1) >>> 0;
     this.open = false;
     this.counters.sent++;
-    this.port.send(this.slots[index]!, length);
+    this.port.send(this.slots[index]!, start, length);
     this.afterSend(length, nowMs);
   }
 
   private retransmit(seq: number, nowMs: number): void {
     const index = seq & this.queueMask;
-    const h = this.fillHeader(DatagramType.DATA, seq, DatagramFlag.ACK_NOW | DatagramFlag.RETRANSMIT, this.slotRecordCount[index]!);
-    const length = sealDatagram(this.slots[index]!, h, this.slotPayloadBytes[index]!, this.key);
+    const h = this.fillHeader(DatagramType.DATA, seq, DatagramFlag.ACK_NOW | DatagramFlag.RETRANSMIT);
+    const start = sealDatagram(this.slots[index]!, DATAGRAM_HEADER_BYTES, this.slotPayloadBytes[index]!, h, this.key);
+    const length = datagramBytes(h, this.slotPayloadBytes[index]!);
     this.slotLastSentMs[index] = nowMs;
     if (this.slotSends[index]! < 0xffff) this.slotSends[index]!++;
     this.counters.resent++;
-    this.port.send(this.slots[index]!, length);
+    this.port.send(this.slots[index]!, start, length);
     this.afterSend(length, nowMs);
   }
 
-  private sendControl(type: number, count: number, payloadBytes: number, nowMs: number): void {
-    const h = this.fillHeader(type, (this.nextSeq - 1) >>> 0, 0, count);
-    const length = sealDatagram(this.controlBuf, h, payloadBytes, this.key);
-    this.port.send(this.controlBuf, length);
+  /** ACK, NACK (ranges already written at DATAGRAM_HEADER_BYTES of controlBuf) or KEEPALIVE. */
+  private sendControl(type: number, payloadBytes: number, nowMs: number): void {
+    const h = this.fillHeader(type, (this.nextSeq - 1) >>> 0, 0);
+    const start = sealDatagram(this.controlBuf, DATAGRAM_HEADER_BYTES, payloadBytes, h, this.key);
+    const length = datagramBytes(h, payloadBytes);
+    this.port.send(this.controlBuf, start, length);
     this.afterSend(length, nowMs);
   }
 
@@ -456,6 +528,7 @@ export class SyncChannel implements RecordSink {
   }
 
   private processAck(ack: number, nowMs: number): void {
+    if (seqDiff(ack, this.peerAck) > 0 && seqDiff(ack, this.nextSeq) < 0) this.peerAck = ack;
     const advance = seqDiff(ack, this.oldestSeq) + 1;
     if (advance <= 0) return; // old news
     if (advance > this.inFlight) {
@@ -480,7 +553,8 @@ export class SyncChannel implements RecordSink {
     this.counters.nacksReceived++;
     const resendAfterMs = Math.max(RESEND_MIN_INTERVAL_MS, this.srttMs);
     const last = (this.nextSeq - 1) >>> 0;
-    for (let i = 0; i < h.count; i++) {
+    const ranges = nackRangeCount(h.payloadEnd - h.payloadOffset);
+    for (let i = 0; i < ranges; i++) {
       let from = nackRangeFirst(buf, h.payloadOffset, i);
       let to = nackRangeLast(buf, h.payloadOffset, i);
       if (seqDiff(from, this.oldestSeq) < 0) from = this.oldestSeq;
@@ -519,9 +593,6 @@ export class SyncChannel implements RecordSink {
       case OpenResult.TOO_LONG:
         c.tooLong++;
         break;
-      case OpenResult.BAD_MAGIC:
-        c.badMagic++;
-        break;
       case OpenResult.BAD_VERSION:
         c.badVersion++;
         break;
@@ -537,6 +608,15 @@ export class SyncChannel implements RecordSink {
       case OpenResult.BAD_TYPE:
         c.badType++;
         break;
+      case OpenResult.UNKNOWN_SESSION:
+        c.unknownSession++;
+        break;
+      case OpenResult.WRONG_PEER:
+        c.wrongPeer++;
+        break;
+      case OpenResult.MISADDRESSED:
+        c.misaddressed++;
+        break;
       default:
         c.malformed++;
     }
@@ -544,18 +624,17 @@ export class SyncChannel implements RecordSink {
 
   private receiveInner(buf: Uint8Array, len: number, nowMs: number): ReceiveResult {
     const h = this.inHeader;
-    const opened = openDatagram(buf, len, this.key, this.clusterId, this.minEpoch, h);
+    const opened = openDatagram(buf, len, this.key, this.openContext, h);
     if (opened !== OpenResult.OK) {
       this.countDrop(opened);
+      // A short header from a peer we have not heard: it knew an earlier instance of this
+      // member. Tell it our session (a long keep-alive), so it stops sending what we cannot read.
+      if (opened === OpenResult.UNKNOWN_SESSION && nowMs >= this.lastAnnounceMs + NACK_REPEAT_MS) {
+        this.lastAnnounceMs = nowMs;
+        this.counters.keepalivesSent++;
+        this.sendControl(DatagramType.KEEPALIVE, 0, nowMs);
+      }
       return opened;
-    }
-    if (h.senderId !== this.peerId) {
-      this.counters.wrongPeer++;
-      return ReceiveResult.WRONG_PEER;
-    }
-    if (h.receiverId !== this.localId) {
-      this.counters.misaddressed++;
-      return ReceiveResult.MISADDRESSED;
     }
     if (h.session !== this.peerSession) {
       if (this.peerSession !== 0 && seqDiff(h.session, this.peerSession) < 0) {
@@ -564,6 +643,7 @@ export class SyncChannel implements RecordSink {
       }
       const restarted = this.peerSession !== 0;
       this.resetReceive(h.session, h.firstSeq);
+      this.openContext.peerSession = h.session;
       if (restarted) {
         this.counters.peerRestarts++;
         this.port.event(ChannelEvent.PEER_RESTARTED);
@@ -571,6 +651,9 @@ export class SyncChannel implements RecordSink {
     }
     this.counters.datagramsReceived++;
     this.lastHeardMs = nowMs;
+    // A datagram naming our session (explicitly, or implied by a verified short header) shows
+    // the peer knows it; one naming another (0: not heard yet; older: we restarted) shows it does not.
+    this.peerConfirmed = h.peerSession === this.session;
     if (this.peerState !== PeerState.UP) {
       this.peerState = PeerState.UP;
       this.port.event(ChannelEvent.PEER_UP);
@@ -581,7 +664,7 @@ export class SyncChannel implements RecordSink {
       if (h.type === DatagramType.NACK) this.processNack(buf, h, nowMs);
     }
     // The peer's side: its DATA to us.
-    if (seqDiff(h.firstSeq, this.expected) > 0) this.skipTo(h.firstSeq);
+    if (h.hasFirstSeq && seqDiff(h.firstSeq, this.expected) > 0) this.skipTo(h.firstSeq);
     this.noteHighest(h.seq);
     if (h.type === DatagramType.DATA) this.acceptData(buf, h);
     if ((h.flags & DatagramFlag.ACK_NOW) !== 0 && h.type !== DatagramType.ACK && h.type !== DatagramType.NACK) this.ackNow = true;
@@ -630,7 +713,7 @@ export class SyncChannel implements RecordSink {
     if (d === 0) {
       this.counters.received++;
       this.ackPendingCount++;
-      this.deliverPayload(buf, h.payloadOffset, h.payloadEnd, h.count);
+      this.deliverPayload(buf, h.payloadOffset, h.payloadEnd);
       this.expected = (this.expected + 1) >>> 0;
       this.deliverBuffered();
       return;
@@ -644,7 +727,6 @@ export class SyncChannel implements RecordSink {
     this.windowPresent[index] = 1;
     this.windowSeq[index] = seq;
     this.windowPayloadBytes[index] = payloadBytes;
-    this.windowRecordCount[index] = h.count;
     this.counters.received++;
     this.counters.outOfOrder++;
     this.ackPendingCount++;
@@ -663,7 +745,7 @@ export class SyncChannel implements RecordSink {
   private deliverFromWindow(index: number): void {
     this.windowPresent[index] = 0;
     const start = index * DATAGRAM_PAYLOAD_BYTES_MAX;
-    this.deliverPayload(this.windowSlab, start, start + this.windowPayloadBytes[index]!, this.windowRecordCount[index]!);
+    this.deliverPayload(this.windowSlab, start, start + this.windowPayloadBytes[index]!);
   }
 
   /** The peer no longer retransmits seqs below firstSeq: deliver what we have of them, skip the rest. */
@@ -683,12 +765,13 @@ export class SyncChannel implements RecordSink {
     this.ackPendingCount++;
   }
 
-  private deliverPayload(buf: Uint8Array, start: number, end: number, count: number): void {
+  private deliverPayload(buf: Uint8Array, start: number, end: number): void {
     const rec = this.record;
+    if (this.port.prefetch !== undefined) this.port.prefetch(buf, start, end);
     let p = start;
-    let n = 0;
-    // Bounded by the payload: every record is at least RECORD_HEADER_BYTES long.
-    while (p < end && n < count) {
+    // Bounded by the payload: every record is at least one byte long. A record that does not
+    // decode ends the payload (what follows it cannot be delimited).
+    while (p < end) {
       const next = decodeRecord(buf, p, end, rec);
       if (next < 0) {
         this.counters.malformed++;
@@ -697,9 +780,7 @@ export class SyncChannel implements RecordSink {
       this.port.deliver(rec);
       this.counters.recordsDelivered++;
       p = next;
-      n++;
     }
-    if (p !== end || n !== count) this.counters.malformed++;
   }
 
   private hasGap(): boolean {
@@ -723,7 +804,7 @@ export class SyncChannel implements RecordSink {
 
   private sendAck(nowMs: number): void {
     this.counters.acksSent++;
-    this.sendControl(DatagramType.ACK, 0, 0, nowMs);
+    this.sendControl(DatagramType.ACK, 0, nowMs);
   }
 
   private sendNack(nowMs: number): void {
@@ -750,7 +831,7 @@ export class SyncChannel implements RecordSink {
     this.counters.nacksSent++;
     this.lastNackMs = nowMs;
     this.newHole = false;
-    this.sendControl(DatagramType.NACK, ranges, ranges * 8, nowMs);
+    this.sendControl(DatagramType.NACK, ranges * 8, nowMs);
   }
 
   // ---- time ------------------------------------------------------------------------------
@@ -759,7 +840,7 @@ export class SyncChannel implements RecordSink {
   tick(nowMs: number): void {
     // Each check is written as `nowMs >= the deadline nextDeadlineMs() computes`, the same
     // float expression, so a deadline reported is a deadline acted on.
-    if (this.open && nowMs >= this.openSinceMs + FLUSH_INTERVAL_MS) this.sealAndSend(nowMs);
+    if (this.open && nowMs >= this.openFlushDueMs) this.sealAndSend(nowMs);
 
     const inFlight = this.inFlight;
     let burst = 0;
@@ -786,7 +867,7 @@ export class SyncChannel implements RecordSink {
 
     if (nowMs >= this.lastSentAnyMs + KEEPALIVE_INTERVAL_MS) {
       this.counters.keepalivesSent++;
-      this.sendControl(DatagramType.KEEPALIVE, 0, 0, nowMs);
+      this.sendControl(DatagramType.KEEPALIVE, 0, nowMs);
     }
 
     if (this.peerState !== PeerState.DEAD && nowMs >= this.lastHeardMs + PEER_DEAD_AFTER_MS) {
@@ -799,7 +880,7 @@ export class SyncChannel implements RecordSink {
   /** The earliest time at which tick() has something to do (Infinity never happens: keep-alives). */
   nextDeadlineMs(): number {
     let due = this.lastSentAnyMs + KEEPALIVE_INTERVAL_MS;
-    if (this.open) due = Math.min(due, this.openSinceMs + FLUSH_INTERVAL_MS);
+    if (this.open) due = Math.min(due, this.openFlushDueMs);
     const inFlight = this.inFlight;
     for (let k = 0; k < inFlight; k++) {
       due = Math.min(due, this.slotLastSentMs[(this.oldestSeq + k) & this.queueMask]! + this.rtoMs);

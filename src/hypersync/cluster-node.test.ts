@@ -1,6 +1,6 @@
 import { describe, it, expect } from "vitest";
 import fc from "fast-check";
-import { ClusterNode, BACKUP_EXPIRY_GRACE_MS, STALE_HOLD_MS, type ConnectionRole } from "./cluster-node.js";
+import { ClusterNode, BACKUP_EXPIRY_GRACE_MS, STALE_HOLD_MS, SYNC_DEFER_MS, SYNC_LAZY_MS, type ConnectionRole } from "./cluster-node.js";
 import { createEpochTable, ownerOf, backupOf, type EpochTable } from "../distribution/epoch.js";
 import { bucketOfView } from "../distribution/bucket-hash.js";
 import { extraBackupsOf, planDrain, planFailure, planJoin, type TransitionPhase } from "../distribution/transition.js";
@@ -24,6 +24,9 @@ import {
   encodeUpdate,
   RecordKind,
 } from "./records.js";
+
+/** Long enough for every change, deferred ones included, to reach the targets. */
+const SETTLE_MS = SYNC_DEFER_MS + SYNC_LAZY_MS + 5;
 
 const SEED = 20261129;
 const HASH_SEED = 0x5eed1234;
@@ -110,7 +113,8 @@ class Cluster {
     this.install(phase.table, extraBackupsOf(phase));
   }
 
-  private collect(n: ClusterNode): void {
+  /** Moves a node's outbox onto the network (after every call into the node). */
+  collect(n: ClusterNode): void {
     for (const d of n.outbox.splice(0)) {
       if (this.down.has(d.to) || this.prng.chance(this.loss)) continue;
       this.inFlight.push({ atMs: this.nowMs + this.delayMs, order: this.order++, from: n.name, to: d.to, bytes: d.bytes });
@@ -262,9 +266,13 @@ describe("ClusterNode: ownership and replication", () => {
         cluster.run(0.5);
       }
     }
+    // Completed handshakes (TCP established) go out within the flush interval; the unanswered
+    // UDP and ICMP flows wait for the deferral.
     cluster.run(5);
     const a = cluster.node("a");
     const b = cluster.node("b");
+    expect(a.engine.table.size + b.engine.table.size).toBe(2 * 4 - 2);
+    cluster.run(SETTLE_MS);
     expect(a.engine.table.size + b.engine.table.size).toBe(2 * 4);
     expect(expectReplicated(cluster)).toBe(4);
     // Every connection is held twice: by its owner and by the other node as backup.
@@ -274,15 +282,17 @@ describe("ClusterNode: ownership and replication", () => {
     expect(exported.corrections).toBe(0);
     expect(a.counters.syncRecordsApplied + b.counters.syncRecordsApplied).toBeGreaterThanOrEqual(4);
 
-    // The FIN close is replicated (TIME_WAIT on both)...
+    // The FIN close is replicated (TIME_WAIT on both: FIN_WAIT and LAST_ACK coalesce away)...
+    const updates = a.counters.updatesSent + b.counters.updatesSent;
     for (const f of convos[0]!.slice(-3)) expect(cluster.deliver(f.frame).verdict).toBe(Verdict.FORWARD);
-    cluster.run(5);
+    cluster.run(SETTLE_MS);
+    expect(a.counters.updatesSent + b.counters.updatesSent).toBe(updates + 1);
     expect(expectReplicated(cluster)).toBe(4);
     expect([...copies(a).values(), ...copies(b).values()].filter((c) => c.state === ConnState.TCP_TIME_WAIT).length).toBe(2);
     // ...and a reset connection (CLOSE, 10 s) ends on both: the owner's expiry sweep removes
     // it and sends DELETE, long before the backup's own (graced) expiry.
     deliverAll(cluster, tcpConversation(prng, 1, "tcp-reset"));
-    cluster.run(5);
+    cluster.run(SETTLE_MS);
     expect([...copies(a).values(), ...copies(b).values()].filter((c) => c.state === ConnState.TCP_CLOSE).length).toBe(2);
     const deletes = a.counters.deletesSent + b.counters.deletesSent;
     cluster.run(10_000 + 50);
@@ -341,7 +351,7 @@ describe("ClusterNode: ownership and replication", () => {
     const b = new ClusterNode({ name: "b", memberId: 2, clusterId: CLUSTER_ID, clusterKey: KEY, hashSeed: HASH_SEED, capacity: 256, session: 1 }, 0);
     b.setEpoch(epoch, new Map(), new Map([["a", 1], ["b", 2]]), 0);
     const wire: Uint8Array[] = [];
-    const port: ChannelPort = { send: (bytes, length) => wire.push(bytes.slice(0, length)), deliver: () => {}, event: () => {} };
+    const port: ChannelPort = { send: (bytes, offset, length) => wire.push(bytes.slice(offset, offset + length)), deliver: () => {}, event: () => {} };
     const a = new SyncChannel({ clusterId: CLUSTER_ID, localId: 1, peerId: 2, session: 1, key: new MacKey(KEY) }, port, 0);
     a.setEpoch(epoch.epoch, 0);
     const direction = fc.record({
@@ -360,7 +370,7 @@ describe("ClusterNode: ownership and replication", () => {
       state: fc.nat({ max: 15 }),
       remainingMs: fc.nat({ max: 0xffffffff }),
       tcp: fc.option(fc.tuple(direction, direction)),
-      rightBucket: fc.boolean(),
+      windows: fc.boolean(),
       bucket: fc.nat({ max: 0xffffffff }),
       seed: fc.nat(),
     });
@@ -378,13 +388,15 @@ describe("ClusterNode: ownership and replication", () => {
             expiresAtMs: nowMs + (r.remainingMs % 1e9), seenReply: p.chance(0.5), assured: p.chance(0.5),
             tcp: r.tcp === null ? null : { original: r.tcp[0], reply: r.tcp[1] },
           };
-          const bucket = r.rightBucket ? flowHashOfKey(HASH_SEED, s) & (BUCKETS - 1) : r.bucket % (BUCKETS * 2);
+          // Records that name a connection carry no bucket (the receiver derives it); the others
+          // name buckets in and out of range.
+          const bucket = r.bucket % (BUCKETS * 2);
           let end: number;
           switch (r.kind) {
-            case RecordKind.CREATE: end = encodeCreate(buf, 0, buf.length, bucket, s, nowMs); break;
-            case RecordKind.UPDATE: end = encodeUpdate(buf, 0, buf.length, bucket, s, nowMs); break;
-            case RecordKind.DELETE: end = encodeDelete(buf, 0, buf.length, bucket, s); break;
-            case RecordKind.REFRESH: end = encodeRefresh(buf, 0, buf.length, bucket, s, r.remainingMs); break;
+            case RecordKind.CREATE: end = encodeCreate(buf, 0, buf.length, s, nowMs, r.windows); break;
+            case RecordKind.UPDATE: end = encodeUpdate(buf, 0, buf.length, s, nowMs, r.windows); break;
+            case RecordKind.DELETE: end = encodeDelete(buf, 0, buf.length, s); break;
+            case RecordKind.REFRESH: end = encodeRefresh(buf, 0, buf.length, s, r.remainingMs % 1e9); break;
             case RecordKind.BULK_BEGIN: end = encodeBulkBegin(buf, 0, buf.length, bucket, r.state, r.remainingMs); break;
             case RecordKind.BULK_END: end = encodeBulkEnd(buf, 0, buf.length, bucket, r.state, r.remainingMs); break;
             case RecordKind.RESYNC_REQUEST: end = encodeResyncRequest(buf, 0, buf.length, bucket); break;
@@ -413,12 +425,13 @@ describe("ClusterNode: ownership and replication", () => {
     const bucket = bucketOfFrame(convo[0]!.frame);
     const owner = ownerOf(cluster.epoch!, bucket) === "a" ? a : b;
     const backup = owner === a ? b : a;
-    owner.receiveFrame(convo[0]!.frame, 0, convo[0]!.frame.length, LinkType.ETHERNET, cluster.nowMs);
+    // The handshake's last ACK completes it: its CREATE goes out within the flush interval.
+    for (const f of convo.slice(0, 3)) owner.receiveFrame(f.frame, 0, f.frame.length, LinkType.ETHERNET, cluster.nowMs);
     owner.tick(cluster.nowMs + 1);
     const datagram = owner.outbox.splice(0).find((d) => d.to === backup.name)!;
     expect(datagram).toBeDefined();
     const forged = datagram.bytes.slice();
-    forged[50] = forged[50]! ^ 0xff;
+    forged[forged.length - 12] = forged[forged.length - 12]! ^ 0xff; // a payload byte
     const before = backup.counters.badDatagrams;
     backup.receiveSync(owner.name, forged, forged.length, cluster.nowMs + 1);
     expect(backup.counters.badDatagrams).toBe(before + 1);
@@ -473,6 +486,7 @@ describe("ClusterNode: verification", () => {
     const a = cluster.node("a");
     const b = cluster.node("b");
     a.requestVerify("b", cluster.nowMs);
+    cluster.collect(a);
     cluster.run(5);
     expect(a.lastVerify).toEqual({ peer: "b", differing: [] });
 
@@ -491,10 +505,12 @@ describe("ClusterNode: verification", () => {
     b.verifyBookkeeping();
 
     a.requestVerify("b", cluster.nowMs);
+    cluster.collect(a);
     cluster.run(5);
     expect(a.lastVerify).toEqual({ peer: "b", differing: [victimBucket] });
     // The backup's view of the same pair, and the in-memory helper, agree.
     b.requestVerify("a", cluster.nowMs);
+    cluster.collect(b);
     cluster.run(5);
     expect(b.lastVerify).toEqual({ peer: "a", differing: [victimBucket] });
     const owned = Array.from({ length: BUCKETS }, (_, k) => k).filter((k) => ownerOf(cluster.epoch!, k) === "a");
@@ -534,16 +550,24 @@ describe("ClusterNode: failover", () => {
 
     const onA = convos.filter((c) => ownerOf(first, bucketOfFrame(c[0]!.frame)) === "a");
     expect(onA.length).toBeGreaterThan(0);
-    // Control: the backup's copies, restored into a plain engine, reject the later segments
-    // (the windows drifted), so the test below can fail without re-learning.
-    const backupOfA = cluster.node(backupOf(first, bucketOfFrame(onA[0]![0]!.frame))!);
+    // Control: a copy with the windows of the handshake, restored into a plain engine, rejects
+    // the later segments (the windows drifted), so the test below could fail without
+    // re-learning. The backup's copies carry no windows at all once established (maxWindow 0,
+    // the tracker's "not known yet"): records send them only during the handshake.
+    const handshake = new Engine({ capacity: 64, hashSeed: HASH_SEED });
+    for (const f of onA[0]!.slice(0, 3)) handshake.processFrame(f.frame, 0, f.frame.length, LinkType.ETHERNET, 0, cluster.nowMs);
     const plain = new Engine({ capacity: 64, hashSeed: HASH_SEED });
-    backupOfA.forEachConnection((bucket, s) => {
-      if (ownerOf(first, bucket) === "a") expect(plain.table.restore(s, flowHashOfKey(HASH_SEED, s))).toBeGreaterThanOrEqual(0);
+    handshake.table.forEachLive((id) => {
+      const s = handshake.table.snapshot(id);
+      expect(plain.table.restore(s, flowHashOfKey(HASH_SEED, s))).toBeGreaterThanOrEqual(0);
     });
     let plainDrops = 0;
     for (const f of onA[0]!.slice(cut)) if (plain.processFrame(f.frame, 0, f.frame.length, LinkType.ETHERNET, 0, cluster.nowMs) !== Verdict.FORWARD) plainDrops++;
     expect(plainDrops).toBeGreaterThan(0);
+    const backupOfA = cluster.node(backupOf(first, bucketOfFrame(onA[0]![0]!.frame))!);
+    backupOfA.forEachConnection((bucket, s) => {
+      if (ownerOf(first, bucket) === "a") expect([s.tcp!.original.maxWindow, s.tcp!.reply.maxWindow]).toEqual([0, 0]);
+    });
 
     cluster.kill("a");
     const plan = planFailure(first, "a");
@@ -576,6 +600,7 @@ describe("ClusterNode: failover", () => {
     }
     // Networked verification agrees.
     cluster.node("b").requestVerify("c", cluster.nowMs);
+    cluster.collect(cluster.node("b"));
     cluster.run(5);
     expect(cluster.node("b").lastVerify).toEqual({ peer: "c", differing: [] });
   });
@@ -724,7 +749,7 @@ describe("ClusterNode: the distributor ahead of the members (the simulator's ord
 
     cluster.install(reprotect.table);
     for (const k of convos) deliverAll(cluster, k.slice(mid), 0.05);
-    cluster.run(10);
+    cluster.run(SETTLE_MS); // the closes' TIME_WAIT is a deferred change
     expect(expectReplicated(cluster)).toBe(12);
     for (const n of cluster.live()) expect(n.engine.counters.dropReasons.reduce((x, y) => x + y, 0), `${n.name} drops`).toBe(0);
   });
@@ -765,7 +790,7 @@ describe("ClusterNode: the distributor ahead of the members (the simulator's ord
     cluster.run(STALE_HOLD_MS + 50);
     for (const k of convos) if (!moved.includes(k)) deliverAll(cluster, k.slice(cut));
     deliverAll(cluster, fresh.slice(3));
-    cluster.run(10);
+    cluster.run(SETTLE_MS); // the closes' TIME_WAIT is a deferred change
     expect(expectReplicated(cluster)).toBe(17);
     for (const n of cluster.live()) expect(n.engine.counters.dropReasons.reduce((x, y) => x + y, 0), `${n.name} drops`).toBe(0);
   });

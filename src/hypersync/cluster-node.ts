@@ -7,15 +7,33 @@
 //     backup/fill holding the connection        -> engine (the connection is promoted)
 //     otherwise                                 -> correctTo = owner (FORWARD, not processed)
 //
-// Replication (owner -> backup and the bucket's extra "fill" backups), one record per event:
-//   connection created                 -> CREATE   (state, expiry, both TCP windows)
-//   state / seen-reply / assured change -> UPDATE   (same layout: the windows resync too)
-//   entry removed for any reason        -> DELETE   (ConnectionTable.onRemove sees every removal:
-//                                                    expiry, RST/needsNew replacement, eviction)
-//   packet extends the idle timer       -> REFRESH  at most once per SYNC_REFRESH_INTERVAL_MS
-//                                                    per connection, coalesced (RefreshCoalescer)
-//   new backup / fill target, resync    -> BULK_BEGIN, CREATE..., BULK_END (one bucket at once)
-// Records go out within FLUSH_INTERVAL_MS (the channel's flush on tick()).
+// Replication (owner -> backup and the bucket's extra "fill" backups). What a backup must hold
+// is what failover needs: every connection whose handshake completed (TCP ESTABLISHED or later;
+// other protocols once a reply was seen), in a state close enough that the new owner carries
+// it on. So changes are sent at two speeds:
+//   protected       the change that completes the handshake -> CREATE/UPDATE at once (within
+//                   the channel's FLUSH_INTERVAL_MS): the guarantee depends on it.
+//   everything else (a new connection, handshake steps, FIN_WAIT/CLOSE_WAIT/LAST_ACK/TIME_WAIT,
+//                   seen-reply, assured) -> deferred SYNC_DEFER_MS and coalesced: the state as
+//                   it is then goes out once, riding (up to SYNC_LAZY_MS more) in the next
+//                   datagram to the same target. A connection that appears and disappears
+//                   within the window costs nothing; a handshake-and-close costs two records.
+//   entry removed   -> DELETE, only if a copy was ever sent (ConnectionTable.onRemove sees every
+//                   removal: expiry, RST/needsNew replacement, eviction).
+//   idle timer      -> REFRESH only when a copy would otherwise expire before the connection:
+//                   the housekeeping sweep finds owned entries whose expiry moved past what
+//                   the targets hold, REFRESH_LEAD_MS before the copies' expiry. Packets cost
+//                   nothing per packet; a busy flow costs one REFRESH per timeout period.
+//   new target, resync -> BULK_BEGIN, CREATE..., BULK_END (one bucket at once)
+// A bucket in a transition (an extra "fill" target) sends every change at once: the members of
+// a make-before-break move must agree on every connection, handshakes included. An epoch change
+// first sends every deferred change, so a flip never strands one.
+// The guarantee only needs the protected part before a failure; the simulator's protection
+// check wants every connection quiet for 300 ms to agree on owner and backup, which the deferral
+// (SYNC_DEFER_MS + SYNC_LAZY_MS, 150 ms, one retransmission included: asserted) keeps.
+// Windows learned by processing packets are forgotten (F_RELEARNED cleared) when the bucket
+// becomes a copy here: the owner's packets move them on, so the next packet processed here
+// re-learns them.
 //
 // Bookkeeping, per entry id and per bucket (typed arrays, sized once):
 //   bucket lists  head[b] -> id -> next[id] -> ... (doubly linked): every live entry is in the
@@ -23,27 +41,37 @@
 //                 one bucket, never the whole table.
 //   digests       BucketDigests: the sum of connectionDigest(key, state) of the bucket's entries,
 //                 updated on every insert, state change and removal.
-//   entryFlags    the state/seen-reply/assured last accounted (and, for an owner, replicated),
-//                 plus BULK_SEEN (re-sent by the running bulk), RELEARNED (TCP windows reset)
-//                 and DIRTY (processed here as a non-owner, not yet replicated).
+//   entryFlags    the state/seen-reply/assured last accounted, plus BULK_SEEN (re-sent by the
+//                 running bulk), RELEARNED (TCP windows reset), DIRTY (processed here as a
+//                 non-owner, not yet replicated), GRACE, REPLICATED (a copy may exist elsewhere:
+//                 removal sends DELETE), PENDING (in the deferred queue), SENT_PROTECTED (the
+//                 copies have the completed handshake).
+//   deferred      a FIFO of (entry id, due time): times grow, so the head is the next due. A
+//                 removed entry's slot is skipped (PENDING cleared); a reused id may be flushed
+//                 early by its old slot, never late.
 // Invariants (verifyBookkeeping() checks them): list membership = table liveness; per-bucket
 // count and digest equal a full scan of the table; role OWNER buckets have no bulk in progress.
 //
-// Failover and TCP windows: the windows a backup holds are those of the last CREATE/UPDATE and
-// drift while data flows. A promoted connection forgets its maxWindow (both directions) and
-// its MAXACK flags, so the tracker's "no window known yet" branch re-learns each direction
-// from its next segment (Linux's mid-stream pick-up); from then on segments are checked.
+// Failover and TCP windows: a promoted connection forgets its maxWindow (both directions) and
+// its MAXACK flags, so the tracker's "no window known yet" branch re-learns each direction from
+// its next segment (Linux's mid-stream pick-up); from then on segments are checked. So records
+// carry windows only during the handshake (a SYN/ACK is checked against the SYN's end); later
+// ones carry the window scales and per-direction flags, which cannot be re-learned.
 //
 // Expiry: the owner decides. tick() runs the engine's bounded expiry sweep every
-// HOUSEKEEPING_INTERVAL_MS; what an owner expires goes out as DELETE (onRemove). Copies carry
-// BACKUP_EXPIRY_GRACE_MS on top of the owner's expiry (refreshes lag by up to a second), so a
-// backup's own sweep only matters when an owner vanished; the grace comes off on promotion.
+// HOUSEKEEPING_INTERVAL_MS; what an owner expires goes out as DELETE (onRemove), flushed at once.
+// Copies carry BACKUP_EXPIRY_GRACE_MS on top of the owner's expiry, so a backup's own sweep only
+// matters when an owner vanished; the grace comes off on promotion.
+//
+// Apply: a backup applies a CREATE/UPDATE straight from the decoded record into the table's
+// words (no snapshot object), hashing the key once for both the bucket and the table.
 //
 // Epoch lag: the distributor may route by a newer table than this node knows. A backup or
 // fill copy that receives packets is processed (promoted) and marked DIRTY; when the node's
-// epoch makes it the owner it replicates those copies at once. Copies of buckets the node no
-// longer holds are dropped once no record arrived for them in STALE_HOLD_MS (a peer ahead of
-// us may be filling them already).
+// epoch makes it the owner it replicates those copies at once. A node that owns a bucket and
+// receives a record of a connection it does not hold (the previous owner, one epoch behind,
+// created it) adopts it. Copies of buckets the node no longer holds are dropped once no record
+// arrived for them in STALE_HOLD_MS (a peer ahead of us may be filling them already).
 //
 // Time: the caller passes nowMs to every call and calls tick() when nextDeadlineMs() is due;
 // nothing here reads a clock. Per-packet work allocates nothing; setEpoch, bulk transfers,
@@ -56,43 +84,71 @@ import { flowHash4, flowHashOfView, flowHashRaw, type FlowKey } from "../packet/
 import { parseFrame, parseQuotedIp } from "../packet/parse.js";
 import { IpProto, PacketView, ParseFailure } from "../packet/view.js";
 import { Engine } from "../engine/engine.js";
-import { ENTRY_WORDS, TCP_DIR_FLAGS_MASK, TCP_FLAGS_SHIFT, W_MAX_WIN, W_TCP } from "../engine/connection-table.js";
+import {
+  ENTRY_WORDS,
+  META_ASSURED,
+  META_SEEN_REPLY,
+  TCP_DIR_FLAGS_MASK,
+  TCP_FLAGS_SHIFT,
+  TCP_LAST_INDEX_NONE,
+  TCP_LAST_INDEX_SHIFT,
+  TCP_SCALE_SHIFT,
+  W_END,
+  W_EXPIRES,
+  W_MAX_END,
+  W_MAX_WIN,
+  W_META,
+  W_TCP,
+} from "../engine/connection-table.js";
 import type { RuleBase } from "../engine/rule-base.js";
 import type { RouteTable } from "../engine/routing.js";
-import { DropReason, TcpDirFlag, Verdict, type ConnectionSnapshot, type ConnState, type TcpDirectionSnapshot } from "../engine/types.js";
+import { ConnState, DropReason, TcpDirFlag, Verdict, type ConnectionSnapshot, type TcpDirectionSnapshot } from "../engine/types.js";
 import { FragmentTracker } from "../distribution/bucket-hash.js";
 import type { EpochTable } from "../distribution/epoch.js";
 import { isPowerOfTwo, NO_MEMBER } from "../distribution/rendezvous.js";
 import { ChannelEvent, ReceiveResult, SyncChannel, type ChannelPort } from "./channel.js";
-import { DATAGRAM_PAYLOAD_BYTES_MAX, DIGEST_PAIRS_MAX, FLUSH_INTERVAL_MS, RECORD_BYTES_MAX, RESEND_QUEUE_DATAGRAMS_MAX } from "./constants.js";
+import { DATAGRAM_PAYLOAD_BYTES_MAX, DIGEST_PAIRS_MAX, FLUSH_INTERVAL_MS, RECORD_BYTES_MAX, RESEND_QUEUE_DATAGRAMS_MAX, RTO_INITIAL_MS } from "./constants.js";
 import { MacKey } from "./datagram.js";
-import { BucketDigests, connectionDigestRaw } from "./digest.js";
+import { connectionDigestRaw } from "./digest.js";
 import {
   encodeBulkBegin,
   encodeBulkEnd,
   encodeCreate,
   encodeDelete,
   encodeDigestList,
+  encodeRefresh,
   encodeResyncRequest,
   encodeUpdate,
-  recordBucketAt,
+  DecodedRecord,
+  decodeRecord,
   RecordKind,
-  RefreshCoalescer,
-  stateRecordBytes,
-  type DecodedRecord,
-  type RecordSink,
+  stateRecordBytesMax,
 } from "./records.js";
 
 // ---- bounds and timers ------------------------------------------------------------------
 
 /**
- * An owner sends a connection's idle-timer refresh at most this often. A backup's copy may
- * therefore lag the owner's expiry by up to this (plus the drain delay), which the backup
- * covers with BACKUP_EXPIRY_GRACE_MS.
+ * Changes that do not complete a handshake wait this long and go out coalesced (see the file
+ * comment). Well under the simulator's QUIET_MS (300), so a quiet connection's copies agree.
  */
-export const SYNC_REFRESH_INTERVAL_MS = 1000;
-/** Noted refreshes wait at most this long in the coalescer before they are sent. */
-export const REFRESH_DRAIN_INTERVAL_MS = 100;
+export const SYNC_DEFER_MS = 50;
+/**
+ * A deferred change, once due, may wait this much longer for a datagram to the same target
+ * that goes out anyway (the channel's lazy flush): late by design already, it should not cost
+ * a datagram of its own. SYNC_DEFER_MS + SYNC_LAZY_MS stays well under the 300 ms in which the
+ * simulator expects a quiet connection's copies to agree.
+ */
+export const SYNC_LAZY_MS = 100;
+/**
+ * An owner refreshes its targets' copy of a connection whose expiry moved on, this long before
+ * the expiry the copy holds (it must get there before the copy could expire). At least the
+ * refresh sweep's pass time (REFRESH_SWEEP_PASSES_MS) plus flush and transit.
+ */
+export const REFRESH_LEAD_MS = 2000;
+/** After a connection is re-learned, its segments are watched this long for re-anchoring (see reanchor). */
+export const RELEARN_WATCH_MS = 10_000;
+/** The refresh sweep visits every entry at least this often. */
+export const REFRESH_SWEEP_PASSES_MS = 1000;
 /**
  * Added to every expiry a backup holds, so its copy never expires before the owner's: the
  * owner decides when a connection ends and sends DELETE. A copy's grace is removed when its
@@ -116,12 +172,16 @@ export const BULK_RESERVE_DATAGRAMS = 32;
 /** A bucket's owner syncs to its backup and at most this many extra (fill) backups. */
 export const FILL_TARGETS_MAX = 2;
 const TARGETS_MAX = 1 + FILL_TARGETS_MAX;
+/** Records of one payload prefetchRecords looks at (more than a datagram holds). */
+const PREFETCH_RECORDS_MAX = 512;
 /** The zone of frames from the distributor (one zone per security group today). */
 const FRAME_ZONE = 0;
 
-assert(BACKUP_EXPIRY_GRACE_MS >= SYNC_REFRESH_INTERVAL_MS + REFRESH_DRAIN_INTERVAL_MS + 1000, "backup grace must cover the refresh lag");
+assert(REFRESH_LEAD_MS >= REFRESH_SWEEP_PASSES_MS + HOUSEKEEPING_INTERVAL_MS + 100, "a refresh must reach the copy before it expires");
+assert(BACKUP_EXPIRY_GRACE_MS >= 1000 + HOUSEKEEPING_INTERVAL_MS, "backup grace must cover expiry rounding and sweep lag");
 assert(BULK_RESERVE_DATAGRAMS < RESEND_QUEUE_DATAGRAMS_MAX / 2, "bulk reserve leaves no room for bulk");
-assert(REFRESH_DRAIN_INTERVAL_MS >= FLUSH_INTERVAL_MS, "refresh drain faster than the channel flush");
+assert(SYNC_DEFER_MS >= FLUSH_INTERVAL_MS && SYNC_LAZY_MS >= FLUSH_INTERVAL_MS, "deferral shorter than the channel flush");
+assert(SYNC_DEFER_MS + SYNC_LAZY_MS + RTO_INITIAL_MS < 300, "a deferred change reaches the backup (one retransmission included) before a quiet connection is checked");
 
 // ---- public types -----------------------------------------------------------------------
 
@@ -181,7 +241,25 @@ const F_RELEARNED = 0x80;
 const F_DIRTY = 0x100;
 /** The expiry includes BACKUP_EXPIRY_GRACE_MS (set from a record, or kept as a backup). */
 const F_GRACE = 0x200;
+/** A copy may exist on another member (a record was sent, or this is one): removal sends DELETE. */
+const F_REPLICATED = 0x400;
+/** In the deferred queue: its state goes out when the slot is due. */
+const F_PENDING = 0x800;
+/** The targets were sent a state with the handshake completed (so later changes may wait). */
+const F_SENT_PROTECTED = 0x1000;
+/**
+ * A packet of the connection was processed here since the last record for it was applied (or
+ * since this node demoted its bucket): this node's state is newer than the last owner's.
+ */
+const F_TOUCHED = 0x2000;
 const NIL = -1;
+
+// bucketWords layout (see the field).
+const BW = 4;
+const BW_HEAD = 0;
+const BW_SIZE = 1;
+const BW_DIGEST = 2;
+const BW_BULK_FROM = 3;
 
 function newCounters() {
   return {
@@ -204,6 +282,12 @@ function newCounters() {
     updatesSent: 0,
     deletesSent: 0,
     refreshesSent: 0,
+    /** Changes that went out at once because they completed a handshake (or the bucket is moving). */
+    syncsUrgent: 0,
+    /** Deferred changes sent when due (each may stand for several state changes). */
+    syncsDeferred: 0,
+    /** Connections removed within the deferral window before any copy was sent: nothing to send. */
+    syncsElided: 0,
     /** CREATE/UPDATE/DELETE/REFRESH records applied to the local table. */
     syncRecordsApplied: 0,
     /** Records dropped: for a bucket this node owns, or a bulk end without its begin. */
@@ -212,6 +296,8 @@ function newCounters() {
     recordsInvalid: 0,
     /** DELETE/REFRESH for a key not held (already gone). */
     recordsUnknownKey: 0,
+    /** Records of an owned bucket taken from its previous owner (an epoch behind): connections not held, or held and untouched here since. */
+    adopted: 0,
     /** Copies that could not be stored (table full, nothing evictable). */
     applyFailed: 0,
     bulkBucketsSent: 0,
@@ -272,17 +358,30 @@ class ScratchSnapshot {
   }
 }
 
-function copyDirection(from: TcpDirectionSnapshot, to: TcpDirectionSnapshot): void {
-  to.end = from.end;
-  to.maxEnd = from.maxEnd;
-  to.maxWindow = from.maxWindow;
-  to.scale = from.scale;
-  to.flags = from.flags;
+/** Datagrams a bulk transfer of `count` connections may take (worst case: IPv6 TCP records with windows and a zone). */
+function bulkDatagramsFor(count: number): number {
+  return Math.ceil((count * stateRecordBytesMax(16, true, true, 1) + 64) / DATAGRAM_PAYLOAD_BYTES_MAX) + 1;
 }
 
-/** Datagrams a bulk transfer of `count` connections may take (worst case: IPv6 TCP records). */
-function bulkDatagramsFor(count: number): number {
-  return Math.ceil((count * stateRecordBytes(16, true) + 64) / DATAGRAM_PAYLOAD_BYTES_MAX) + 1;
+/** TCP states before the handshake completed: their copies need the windows (a SYN/ACK is checked against the SYN). */
+function isHandshakeState(state: number): boolean {
+  return state === ConnState.TCP_SYN_SENT || state === ConnState.TCP_SYN_RECV || state === ConnState.TCP_SYN_SENT2;
+}
+
+/** TCP states after a completed handshake: a connection the guarantee protects. */
+function isProtectedTcpState(state: number): boolean {
+  return state >= ConnState.TCP_ESTABLISHED && state <= ConnState.TCP_TIME_WAIT;
+}
+
+function isIcmp(protocol: number): boolean {
+  return protocol === IpProto.ICMP || protocol === IpProto.ICMPV6;
+}
+
+/** Smallest power of two >= n. */
+function powerOfTwoAtLeast(n: number): number {
+  let size = 1;
+  while (size < n) size *= 2;
+  return size;
 }
 
 /** One peer: its channel and the buckets waiting for a bulk transfer to it. */
@@ -358,14 +457,16 @@ export class ClusterNode {
   private targetPeer = new Int16Array(0);
   private targetState = new Uint8Array(0);
   private targetRound = new Uint8Array(0);
-  private head = new Int32Array(0);
-  private bucketSize = new Int32Array(0);
-  private bulkFrom = new Int16Array(0);
+  /**
+   * What a record touches per bucket, interleaved so that applying one costs one cache line,
+   * not one per array: [head of the bucket list, size, digest (u32 bits), bulkFrom (peer index
+   * whose bulk is running, or -1)] * bucketCount.
+   */
+  private bucketWords = new Int32Array(0);
   private bulkApplyFailed = new Uint8Array(0);
   private lastRecordMs = new Float64Array(0);
   private staleQueued = new Uint8Array(0);
   private staleQueue: number[] = [];
-  private digests = new BucketDigests(1);
   private fragments: FragmentTracker | null = null;
 
   // Per entry id.
@@ -374,7 +475,19 @@ export class ClusterNode {
   private readonly entryBucket: Int32Array;
   private readonly entryDigest: Uint32Array;
   private readonly entryFlags: Uint16Array;
-  private readonly lastSyncMs: Float64Array;
+  /** The owner's expiry (owner clock) as last sent to the targets: their copies last at least that long. */
+  private readonly syncedExpiresAtMs: Float64Array;
+
+  // Deferred changes: a ring of (entry id, due time), due times non-decreasing.
+  private readonly deferIds: Int32Array;
+  private readonly deferDueMs: Float64Array;
+  private readonly deferMask: number;
+  private deferHead = 0;
+  private deferCount = 0;
+  private refreshCursor = 0;
+  /** Until then, TCP frames check for half-learned connections (see reanchor). */
+  private relearnWatchUntilMs = -Infinity;
+  private readonly refreshBudget: number;
 
   // Scratch (reused; nothing on the packet path allocates).
   private readonly view = new PacketView();
@@ -383,13 +496,19 @@ export class ClusterNode {
   private readonly encode6 = new ScratchSnapshot(16);
   private readonly key4 = new ScratchSnapshot(4);
   private readonly key6 = new ScratchSnapshot(16);
-  private readonly apply4 = new ScratchSnapshot(4);
-  private readonly apply6 = new ScratchSnapshot(16);
+  /** A view holding a record's key, for the table's lookup and insert (see applyState). */
+  private readonly applyView = new PacketView();
+  private readonly applyAddresses = new Uint8Array(32);
+  private readonly hashAddresses = new Uint8Array(32);
+  // prefetchRecords' results for the payload being delivered (see there).
+  private readonly prefetchRecord = new DecodedRecord();
+  private readonly prefetchHashes = new Int32Array(PREFETCH_RECORDS_MAX);
+  private readonly prefetchOffsets = new Int32Array(PREFETCH_RECORDS_MAX);
+  private prefetchCount = 0;
+  private prefetchCursor = 0;
+  /** Where the prefetched values go, so that reading them is not optimized away. */
+  prefetchSink = 0;
   private readonly recordBuf = new Uint8Array(RECORD_BYTES_MAX);
-  private readonly hashBuf = new Uint8Array(32);
-  private readonly coalescer = new RefreshCoalescer();
-  private readonly refreshSink: RecordSink;
-  private refreshDueMs = Infinity;
   private nextHousekeepingMs: number;
 
   private readonly oldTargetPeer = new Int16Array(TARGETS_MAX);
@@ -424,9 +543,14 @@ export class ClusterNode {
     this.entryBucket = new Int32Array(capacity).fill(NIL);
     this.entryDigest = new Uint32Array(capacity);
     this.entryFlags = new Uint16Array(capacity);
-    this.lastSyncMs = new Float64Array(capacity);
+    this.syncedExpiresAtMs = new Float64Array(capacity);
+    const deferSize = powerOfTwoAtLeast(Math.max(1024, capacity));
+    this.deferIds = new Int32Array(deferSize);
+    this.deferDueMs = new Float64Array(deferSize);
+    this.deferMask = deferSize - 1;
+    // A full refresh pass every REFRESH_SWEEP_PASSES_MS of housekeeping runs.
+    this.refreshBudget = Math.ceil(capacity / Math.floor(REFRESH_SWEEP_PASSES_MS / HOUSEKEEPING_INTERVAL_MS));
     this.engine.table.onRemove = (id) => this.onEntryRemoved(id);
-    this.refreshSink = { enqueue: (bytes, offset, length, at) => this.routeRefresh(bytes, offset, length, at) };
     this.nowMs = nowMs;
     this.nextHousekeepingMs = nowMs + HOUSEKEEPING_INTERVAL_MS;
   }
@@ -453,6 +577,9 @@ export class ClusterNode {
     assert(this.epochTable === null || epoch.epoch >= this.epochTable.epoch, "epochs never go back");
     if (this.epochTable === null) this.allocateBuckets(table.bucketCount);
     assert(table.bucketCount === this.bucketCount, "the bucket count never changes across epochs");
+    // Deferred changes go to the targets they were meant for before roles and targets change:
+    // a bucket that moves must not carry a change only its old owner knows.
+    this.drainDeferred(nowMs, true);
 
     this.updatePeers(peers, nowMs);
     // Members switch epochs at slightly different times (the controller tells each in turn,
@@ -509,6 +636,7 @@ export class ClusterNode {
       } else {
         this.clearTargets(b);
         if (oldRole === Role.OWNER && newRole !== Role.NONE) this.demoteBucket(b);
+        else if (newRole !== Role.NONE) this.forgetLearnedWindows(b);
         if (newRole === Role.NONE && oldRole !== Role.NONE) this.queueStale(b);
       }
     }
@@ -524,13 +652,14 @@ export class ClusterNode {
     this.targetPeer = new Int16Array(bucketCount * TARGETS_MAX).fill(NIL);
     this.targetState = new Uint8Array(bucketCount * TARGETS_MAX);
     this.targetRound = new Uint8Array(bucketCount * TARGETS_MAX);
-    this.head = new Int32Array(bucketCount).fill(NIL);
-    this.bucketSize = new Int32Array(bucketCount);
-    this.bulkFrom = new Int16Array(bucketCount).fill(NIL);
+    this.bucketWords = new Int32Array(bucketCount * BW);
+    for (let b = 0; b < bucketCount; b++) {
+      this.bucketWords[b * BW + BW_HEAD] = NIL;
+      this.bucketWords[b * BW + BW_BULK_FROM] = NIL;
+    }
     this.bulkApplyFailed = new Uint8Array(bucketCount);
     this.lastRecordMs = new Float64Array(bucketCount).fill(-Infinity);
     this.staleQueued = new Uint8Array(bucketCount);
-    this.digests = new BucketDigests(bucketCount);
     this.fragments = new FragmentTracker({ seed: this.hashSeed, bucketCount });
   }
 
@@ -551,14 +680,22 @@ export class ClusterNode {
       assert(index <= 0x7fff, "too many peers over the node's life");
       const link = new PeerLink(index, name, memberId);
       const port: ChannelPort = {
-        send: (bytes, length) => {
-          this.outbox.push({ to: name, bytes: bytes.slice(0, length) });
+        send: (bytes, offset, length) => {
+          this.outbox.push({ to: name, bytes: bytes.slice(offset, offset + length) });
         },
         deliver: (record) => this.onRecord(link, record),
         event: (event) => this.onChannelEvent(link, event),
+        prefetch: (buf, start, end) => this.prefetchRecords(buf, start, end),
       };
       link.channel = new SyncChannel(
-        { clusterId: this.clusterId, localId: this.memberId, peerId: memberId, session: this.session, key: this.key },
+        {
+          clusterId: this.clusterId,
+          localId: this.memberId,
+          peerId: memberId,
+          session: this.session,
+          key: this.key,
+          bucketOfRecord: (rec) => this.bucketOfRecord(rec),
+        },
         port,
         nowMs,
       );
@@ -644,13 +781,13 @@ export class ClusterNode {
 
   /** The bucket is this node's now: its copies become connections, TCP windows to re-learn. */
   private promoteBucket(b: number): void {
-    this.bulkFrom[b] = NIL;
+    this.bucketWords[b * BW + BW_BULK_FROM] = NIL;
     this.counters.promotedBuckets++;
-    for (let id = this.head[b]!; id !== NIL; id = this.next[id]!) {
+    for (let id = this.bucketWords[b * BW + BW_HEAD]!; id !== NIL; id = this.next[id]!) {
       if ((this.entryFlags[id]! & F_DIRTY) !== 0) {
         // Processed here before this epoch arrived: the targets have only older records.
         this.entryFlags[id] = this.entryFlags[id]! & ~F_DIRTY;
-        this.sendState(RecordKind.UPDATE, id, b, this.nowMs);
+        this.syncNow(id, b, this.nowMs);
       }
       if ((this.entryFlags[id]! & F_GRACE) !== 0) {
         this.entryFlags[id] = this.entryFlags[id]! & ~F_GRACE;
@@ -665,11 +802,23 @@ export class ClusterNode {
   /** The bucket was this node's and is now a copy: give its entries the backup's grace. */
   private demoteBucket(b: number): void {
     const table = this.engine.table;
-    for (let id = this.head[b]!; id !== NIL; id = this.next[id]!) {
+    for (let id = this.bucketWords[b * BW + BW_HEAD]!; id !== NIL; id = this.next[id]!) {
+      // The new owner's records are newer than anything this node saw as owner, and the windows
+      // it learned stop following the connection: a later promotion re-learns them.
+      this.entryFlags[id] = this.entryFlags[id]! & ~(F_TOUCHED | F_RELEARNED);
       if ((this.entryFlags[id]! & F_GRACE) !== 0) continue;
       this.entryFlags[id] = this.entryFlags[id]! | F_GRACE;
       table.setExpiresAt(id, table.expiresAt(id) + BACKUP_EXPIRY_GRACE_MS);
     }
+  }
+
+  /**
+   * The bucket is a copy here in the new epoch: windows this node learned while it processed
+   * its packets (as an owner, or ahead of its epoch) no longer follow the connection, which the
+   * owner processes. The next packet processed here re-learns them (relearn).
+   */
+  private forgetLearnedWindows(b: number): void {
+    for (let id = this.bucketWords[b * BW + BW_HEAD]!; id !== NIL; id = this.next[id]!) this.entryFlags[id] = this.entryFlags[id]! & ~F_RELEARNED;
   }
 
   /**
@@ -681,6 +830,7 @@ export class ClusterNode {
     this.entryFlags[id] = this.entryFlags[id]! | F_RELEARNED;
     const table = this.engine.table;
     if (table.protocolOf(id) !== IpProto.TCP) return;
+    this.relearnWatchUntilMs = Math.max(this.relearnWatchUntilMs, this.nowMs + RELEARN_WATCH_MS);
     const words = table.words;
     const base = id * ENTRY_WORDS;
     words[base + W_MAX_WIN] = 0;
@@ -689,8 +839,25 @@ export class ClusterNode {
     words[base + W_TCP] = words[base + W_TCP]! & ~maxack;
   }
 
+  /**
+   * A segment of a re-learning connection whose other side has not spoken since: it anchors
+   * its sender's window again (as the first one did). The first segment after a failover may be
+   * a late duplicate; anchoring on it alone would make the next, newer segment look like it
+   * acknowledges data never seen (the simulator's "moved by a join" finding). Once both sides
+   * have spoken, every segment is checked against what both said.
+   */
+  private reanchor(id: number, direction: number): void {
+    const words = this.engine.table.words;
+    const base = id * ENTRY_WORDS;
+    if (words[base + W_MAX_WIN + (direction ^ 1)] !== 0) return;
+    words[base + W_MAX_WIN + direction] = 0;
+    words[base + W_TCP] = words[base + W_TCP]! & ~(TcpDirFlag.MAXACK_SET << (TCP_FLAGS_SHIFT + 6 * direction));
+  }
+
+  /** The bucket lost its role here: its copies stay STALE_HOLD_MS (longer if records keep coming). */
   private queueStale(b: number): void {
-    if (this.staleQueued[b] === 1 || this.bucketSize[b] === 0) return;
+    this.lastRecordMs[b] = this.nowMs;
+    if (this.staleQueued[b] === 1 || this.bucketWords[b * BW + BW_SIZE] === 0) return;
     this.staleQueued[b] = 1;
     this.staleQueue.push(b);
   }
@@ -735,9 +902,9 @@ export class ClusterNode {
     this.bucket = b;
     const role = this.role[b]!;
 
+    const laterFragment = view.isFragment && view.fragmentOffset !== 0 && lookupView === view;
+    let held = -1;
     if (role !== Role.OWNER) {
-      let held = -1;
-      const laterFragment = view.isFragment && view.fragmentOffset !== 0 && lookupView === view;
       if ((role === Role.BACKUP || role === Role.FILL) && !laterFragment) {
         const id = engine.table.lookup(FRAME_ZONE, lookupView, hash);
         if (id >= 0 && !engine.table.isExpired(id, nowMs)) held = id;
@@ -752,6 +919,12 @@ export class ClusterNode {
         this.relearn(held);
         this.counters.promotions++;
       }
+    }
+    // For a while after connections were re-learned (failover, promotion), TCP segments look
+    // their connection up first, to re-anchor a half-learned one. Otherwise no extra lookup.
+    if (nowMs < this.relearnWatchUntilMs && view.protocol === IpProto.TCP && lookupView === view && !laterFragment) {
+      const id = held >= 0 ? held : engine.table.lookup(FRAME_ZONE, view, hash);
+      if (id >= 0 && (this.entryFlags[id]! & F_RELEARNED) !== 0) this.reanchor(id, engine.table.lastDirection);
     }
 
     this.counters.framesProcessed++;
@@ -772,18 +945,17 @@ export class ClusterNode {
     const b = table.hashOf(id) & this.bucketMask;
     this.link(id, b);
     const owner = this.role[b] === Role.OWNER;
-    this.entryFlags[id] = this.accountedFlags(id) | (owner ? 0 : F_DIRTY);
+    this.entryFlags[id] = this.accountedFlags(id) | F_TOUCHED | (owner ? 0 : F_DIRTY);
     this.entryDigest[id] = this.digestOfEntry(id);
-    this.digests.add(b, this.entryDigest[id]!);
-    this.lastSyncMs[id] = nowMs;
-    if (owner) this.sendState(RecordKind.CREATE, id, b, nowMs);
+    this.digestAdd(b, this.entryDigest[id]!);
+    if (owner) this.noteChange(id, b, nowMs);
   }
 
-  /** A packet of an existing connection: replicate a state change, or note an idle-timer refresh. */
+  /** A packet of an existing connection: replicate a state change (idle-timer refreshes are the sweep's). */
   private onTracked(id: number, accepted: boolean, nowMs: number): void {
     const b = this.entryBucket[id]!;
     assert(b >= 0, "a live entry is in a bucket list");
-    if (this.role[b] !== Role.OWNER) this.entryFlags[id] = this.entryFlags[id]! | F_DIRTY;
+    this.entryFlags[id] = this.entryFlags[id]! | F_TOUCHED | (this.role[b] !== Role.OWNER ? F_DIRTY : 0);
     // An accepted packet gave the entry a fresh expiry of its own, without grace.
     if (accepted) this.entryFlags[id] = this.entryFlags[id]! & ~F_GRACE;
     const flags = this.entryFlags[id]!;
@@ -791,21 +963,68 @@ export class ClusterNode {
     if (now !== (flags & F_ACCOUNTED)) {
       if (((now ^ flags) & 0xf) !== 0) {
         const digest = this.digestOfEntry(id);
-        this.digests.replace(b, this.entryDigest[id]!, digest);
+        this.digestReplace(b, this.entryDigest[id]!, digest);
         this.entryDigest[id] = digest;
       }
       this.entryFlags[id] = (flags & ~F_ACCOUNTED) | now;
-      if (this.role[b] === Role.OWNER) {
-        this.cancelRefresh(id);
-        this.sendState(RecordKind.UPDATE, id, b, nowMs);
-        this.lastSyncMs[id] = nowMs;
-      }
+      if (this.role[b] === Role.OWNER) this.noteChange(id, b, nowMs);
+    }
+  }
+
+  /** Does the connection's current state complete its handshake (the guarantee protects it)? */
+  private isProtected(id: number): boolean {
+    const table = this.engine.table;
+    if (table.protocolOf(id) === IpProto.TCP) return isProtectedTcpState(table.state(id));
+    return table.seenReply(id);
+  }
+
+  /**
+   * An owned connection changed (created, or its accounted state moved). The change that
+   * completes the handshake goes out at once, and so does every change of a moving bucket;
+   * the others join the deferred queue (once: the state sent is the one at the due time).
+   */
+  private noteChange(id: number, b: number, nowMs: number): void {
+    if (!this.hasLiveTarget(b)) return; // a pending bulk will carry the state
+    const flags = this.entryFlags[id]!;
+    if (((flags & F_SENT_PROTECTED) === 0 && this.isProtected(id)) || this.isMoving(b)) {
+      this.counters.syncsUrgent++;
+      this.syncNow(id, b, nowMs);
       return;
     }
-    if (accepted && this.role[b] === Role.OWNER && nowMs - this.lastSyncMs[id]! >= SYNC_REFRESH_INTERVAL_MS) {
-      this.noteRefresh(id, b, nowMs);
-      this.lastSyncMs[id] = nowMs;
-    }
+    if ((flags & F_PENDING) !== 0) return;
+    if (this.deferCount === this.deferIds.length) this.popDeferred(nowMs);
+    const slot = (this.deferHead + this.deferCount) & this.deferMask;
+    this.deferIds[slot] = id;
+    this.deferDueMs[slot] = nowMs + SYNC_DEFER_MS;
+    this.deferCount++;
+    this.entryFlags[id] = flags | F_PENDING;
+  }
+
+  /** Sends the deferred changes that are due (all of them when `all`). Bounded by the queue. */
+  private drainDeferred(nowMs: number, all: boolean): void {
+    while (this.deferCount > 0 && (all || this.deferDueMs[this.deferHead]! <= nowMs)) this.popDeferred(nowMs);
+  }
+
+  /** Takes the head of the deferred queue and sends its entry's state if it still waits. */
+  private popDeferred(nowMs: number): void {
+    const id = this.deferIds[this.deferHead]!;
+    this.deferHead = (this.deferHead + 1) & this.deferMask;
+    this.deferCount--;
+    const flags = this.entryFlags[id]!;
+    // A removed entry's flags are 0; a reused id's new connection may go out early: harmless.
+    if ((flags & F_PENDING) === 0) return;
+    this.entryFlags[id] = flags & ~F_PENDING;
+    const b = this.entryBucket[id]!;
+    if (b === NIL || this.role[b] !== Role.OWNER) return;
+    this.counters.syncsDeferred++;
+    this.syncNow(id, b, nowMs, nowMs + SYNC_LAZY_MS);
+  }
+
+  /** Does the bucket have targets besides its backup (a make-before-break move in progress)? */
+  private isMoving(b: number): boolean {
+    const base = b * TARGETS_MAX;
+    for (let k = 1; k < TARGETS_MAX; k++) if (this.targetState[base + k] !== Target.NONE) return true;
+    return false;
   }
 
   private accountedFlags(id: number): number {
@@ -817,39 +1036,43 @@ export class ClusterNode {
 
   private link(id: number, b: number): void {
     assert(this.entryBucket[id] === NIL, "entry already in a bucket list");
-    const first = this.head[b]!;
+    const first = this.bucketWords[b * BW + BW_HEAD]!;
     this.next[id] = first;
     this.prev[id] = NIL;
     if (first !== NIL) this.prev[first] = id;
-    this.head[b] = id;
+    this.bucketWords[b * BW + BW_HEAD] = id;
     this.entryBucket[id] = b;
-    this.bucketSize[b]!++;
+    this.bucketWords[b * BW + BW_SIZE]!++;
   }
 
   private unlink(id: number): void {
     const b = this.entryBucket[id]!;
     const before = this.prev[id]!;
     const after = this.next[id]!;
-    if (before === NIL) this.head[b] = after;
+    if (before === NIL) this.bucketWords[b * BW + BW_HEAD] = after;
     else this.next[before] = after;
     if (after !== NIL) this.prev[after] = before;
     this.next[id] = NIL;
     this.prev[id] = NIL;
     this.entryBucket[id] = NIL;
-    this.bucketSize[b]!--;
+    this.bucketWords[b * BW + BW_SIZE]!--;
   }
 
   /** ConnectionTable.onRemove: every removal, whoever makes it. The owner replicates it. */
   private onEntryRemoved(id: number): void {
     const b = this.entryBucket[id]!;
     assert(b !== NIL, "a removed entry was in a bucket list");
+    const flags = this.entryFlags[id]!;
     if (this.role[b] === Role.OWNER && this.hasLiveTarget(b)) {
-      const key = this.keyOf(id);
-      if (this.coalescer.pending > 0) this.coalescer.cancel(key);
-      const end = encodeDelete(this.recordBuf, 0, this.recordBuf.length, b, key);
-      this.counters.deletesSent += this.sendToTargets(b, end);
+      if ((flags & F_REPLICATED) !== 0) {
+        const end = encodeDelete(this.recordBuf, 0, this.recordBuf.length, this.keyOf(id));
+        this.counters.deletesSent += this.sendToTargets(b, end);
+      } else if ((flags & F_PENDING) !== 0) {
+        // Created and gone within the deferral window: no copy exists, nothing to say.
+        this.counters.syncsElided++;
+      }
     }
-    this.digests.remove(b, this.entryDigest[id]!);
+    this.digestRemove(b, this.entryDigest[id]!);
     this.entryFlags[id] = 0;
     this.unlink(id);
   }
@@ -865,10 +1088,31 @@ export class ClusterNode {
     return connectionDigestRaw(k.zone, k.protocol, k.src, 0, k.dst, 0, k.src.length, k.srcPort, k.dstPort, this.engine.table.state(id));
   }
 
+  // Bucket digests: the sum mod 2^32 of the bucket's connection digests (digest.ts).
+  private digestAdd(b: number, digest: number): void {
+    const at = b * BW + BW_DIGEST;
+    this.bucketWords[at] = (this.bucketWords[at]! + digest) | 0;
+  }
+
+  private digestRemove(b: number, digest: number): void {
+    const at = b * BW + BW_DIGEST;
+    this.bucketWords[at] = (this.bucketWords[at]! - digest) | 0;
+  }
+
+  private digestReplace(b: number, before: number, after: number): void {
+    const at = b * BW + BW_DIGEST;
+    this.bucketWords[at] = (this.bucketWords[at]! - before + after) | 0;
+  }
+
+  private digestOf(b: number): number {
+    return this.bucketWords[b * BW + BW_DIGEST]! >>> 0;
+  }
+
   /** Order-independent digest of the connections this node holds in `bucket` (any role). O(1). */
   bucketDigest(bucket: number): number {
     if (this.bucketCount === 0) return 0;
-    return this.digests.get(bucket);
+    assert(Number.isInteger(bucket) && bucket >= 0 && bucket < this.bucketCount, "bucket out of range");
+    return this.digestOf(bucket);
   }
 
   /**
@@ -900,7 +1144,7 @@ export class ClusterNode {
 
   /** Connections held in `bucket` (any role). */
   connectionsIn(bucket: number): number {
-    return this.bucketCount === 0 ? 0 : this.bucketSize[bucket]!;
+    return this.bucketCount === 0 ? 0 : this.bucketWords[bucket * BW + BW_SIZE]!;
   }
 
   /** Every connection held, with its bucket and this node's role for that bucket. Allocates. */
@@ -920,8 +1164,8 @@ export class ClusterNode {
     return false;
   }
 
-  /** Enqueues recordBuf[0, end) to the bucket's LIVE targets; returns how many. */
-  private sendToTargets(b: number, end: number): number {
+  /** Enqueues recordBuf[0, end) to the bucket's LIVE targets, to go out by latestMs at the latest (see SyncChannel.enqueue); returns how many. */
+  private sendToTargets(b: number, end: number, latestMs = this.nowMs): number {
     assert(end > 0, "record did not fit an empty buffer");
     const base = b * TARGETS_MAX;
     let sent = 0;
@@ -929,7 +1173,7 @@ export class ClusterNode {
       if (this.targetState[base + k] !== Target.LIVE) continue;
       const link = this.links[this.targetPeer[base + k]!];
       if (link === null || link === undefined) continue;
-      link.channel.enqueue(this.recordBuf, 0, end, this.nowMs);
+      link.channel.enqueue(this.recordBuf, 0, end, this.nowMs, latestMs);
       sent++;
     }
     this.counters.syncRecordsSent += sent;
@@ -956,46 +1200,53 @@ export class ClusterNode {
     return s;
   }
 
-  private sendState(kind: typeof RecordKind.CREATE | typeof RecordKind.UPDATE, id: number, b: number, nowMs: number): void {
+  /**
+   * Sends the connection's current state to the bucket's live targets now: CREATE the first
+   * time, UPDATE after. The windows travel only during the handshake (file comment).
+   */
+  private syncNow(id: number, b: number, nowMs: number, latestMs = nowMs): void {
     if (!this.hasLiveTarget(b)) return;
+    const flags = this.entryFlags[id]!;
     const s = this.snapshotOf(id);
     const buf = this.recordBuf;
-    const end = kind === RecordKind.CREATE ? encodeCreate(buf, 0, buf.length, b, s, nowMs) : encodeUpdate(buf, 0, buf.length, b, s, nowMs);
-    const sent = this.sendToTargets(b, end);
-    if (kind === RecordKind.CREATE) this.counters.createsSent += sent;
+    const windows = isHandshakeState(s.state);
+    const create = (flags & F_REPLICATED) === 0;
+    const end = create ? encodeCreate(buf, 0, buf.length, s, nowMs, windows) : encodeUpdate(buf, 0, buf.length, s, nowMs, windows);
+    const sent = this.sendToTargets(b, end, latestMs);
+    if (create) this.counters.createsSent += sent;
     else this.counters.updatesSent += sent;
+    this.entryFlags[id] = (flags & ~F_PENDING) | F_REPLICATED | (this.isProtected(id) ? F_SENT_PROTECTED : 0);
+    this.syncedExpiresAtMs[id] = s.expiresAtMs;
   }
 
-  private noteRefresh(id: number, b: number, nowMs: number): void {
-    if (!this.hasLiveTarget(b)) return;
-    const key = this.keyOf(id);
-    const expiresAtMs = this.engine.table.expiresAt(id);
-    if (!this.coalescer.note(b, key, expiresAtMs)) {
-      this.coalescer.drainTo(this.refreshSink, nowMs);
-      this.refreshDueMs = Infinity;
-      // The drain emptied it, so the key is new in an empty coalescer and fits.
-      this.coalescer.note(b, this.keyOf(id), expiresAtMs);
+  /**
+   * The refresh sweep: visits refreshBudget entries from a rotating cursor (every entry within
+   * REFRESH_SWEEP_PASSES_MS) and sends REFRESH for owned, replicated connections whose expiry
+   * moved past what their copies hold, once the copies' expiry is REFRESH_LEAD_MS away.
+   * A pending entry is skipped: its deferred record carries the expiry anyway.
+   */
+  private refreshSweep(nowMs: number): void {
+    const table = this.engine.table;
+    table.clockMs = nowMs;
+    const capacity = this.syncedExpiresAtMs.length;
+    let cursor = this.refreshCursor;
+    for (let step = 0; step < this.refreshBudget; step++) {
+      const id = cursor;
+      cursor = cursor + 1 === capacity ? 0 : cursor + 1;
+      const b = this.entryBucket[id]!;
+      if (b === NIL || this.role[b] !== Role.OWNER) continue;
+      const flags = this.entryFlags[id]!;
+      if ((flags & (F_REPLICATED | F_PENDING)) !== F_REPLICATED) continue;
+      const synced = this.syncedExpiresAtMs[id]!;
+      if (nowMs < synced - REFRESH_LEAD_MS) continue;
+      const expiresAtMs = table.expiresAt(id);
+      if (expiresAtMs <= synced) continue;
+      const buf = this.recordBuf;
+      const sent = this.sendToTargets(b, encodeRefresh(buf, 0, buf.length, this.keyOf(id), expiresAtMs - nowMs), nowMs + SYNC_LAZY_MS);
+      this.counters.refreshesSent += sent;
+      this.syncedExpiresAtMs[id] = expiresAtMs;
     }
-    if (this.refreshDueMs === Infinity) this.refreshDueMs = nowMs + REFRESH_DRAIN_INTERVAL_MS;
-  }
-
-  private cancelRefresh(id: number): void {
-    if (this.coalescer.pending > 0) this.coalescer.cancel(this.keyOf(id));
-  }
-
-  /** RefreshCoalescer.drainTo's sink: a REFRESH goes to the bucket's targets if it is still ours. */
-  private routeRefresh(bytes: Uint8Array, offset: number, length: number, nowMs: number): void {
-    const b = recordBucketAt(bytes, offset);
-    if (this.role[b] !== Role.OWNER) return;
-    const base = b * TARGETS_MAX;
-    for (let k = 0; k < TARGETS_MAX; k++) {
-      if (this.targetState[base + k] !== Target.LIVE) continue;
-      const link = this.links[this.targetPeer[base + k]!];
-      if (link === null || link === undefined) continue;
-      link.channel.enqueue(bytes, offset, length, nowMs);
-      this.counters.syncRecordsSent++;
-      this.counters.refreshesSent++;
-    }
+    this.refreshCursor = cursor;
   }
 
   // ---- bulk transfer -------------------------------------------------------------------------
@@ -1034,7 +1285,7 @@ export class ClusterNode {
       const channel = link.channel;
       // A bucket too large for the free queue waits for ACKs, unless nothing is in flight:
       // then it goes anyway (it cannot get more room than that).
-      return channel.inFlight === 0 || bulkDatagramsFor(this.bucketSize[b]!) <= channel.resendQueueFree - BULK_RESERVE_DATAGRAMS;
+      return channel.inFlight === 0 || bulkDatagramsFor(this.bucketWords[b * BW + BW_SIZE]!) <= channel.resendQueueFree - BULK_RESERVE_DATAGRAMS;
     }
     link.bulkQueue.length = 0;
     link.bulkHead = 0;
@@ -1050,7 +1301,8 @@ export class ClusterNode {
         this.sendBulk(link, b, this.pendingSlot(b, link.index), nowMs);
         sent++;
       }
-      if (sent > 0) link.channel.flush(nowMs);
+      // The round's time ends with the acknowledgement: ask for it at once.
+      if (sent > 0) link.channel.flush(nowMs, true);
     }
   }
 
@@ -1058,12 +1310,16 @@ export class ClusterNode {
   private sendBulk(link: PeerLink, b: number, slot: number, nowMs: number): void {
     const channel = link.channel;
     const buf = this.recordBuf;
-    const count = this.bucketSize[b]!;
-    const digest = this.digests.get(b);
+    const count = this.bucketWords[b * BW + BW_SIZE]!;
+    const digest = this.digestOf(b);
     channel.enqueue(buf, 0, encodeBulkBegin(buf, 0, buf.length, b, count, digest), nowMs);
-    for (let id = this.head[b]!; id !== NIL; id = this.next[id]!) {
-      channel.enqueue(buf, 0, encodeCreate(buf, 0, buf.length, b, this.snapshotOf(id), nowMs), nowMs);
-      this.lastSyncMs[id] = nowMs;
+    for (let id = this.bucketWords[b * BW + BW_HEAD]!; id !== NIL; id = this.next[id]!) {
+      const s = this.snapshotOf(id);
+      channel.enqueue(buf, 0, encodeCreate(buf, 0, buf.length, s, nowMs, isHandshakeState(s.state)), nowMs);
+      const flags = this.entryFlags[id]!;
+      // The other targets' copies may be older: the refresh sweep goes by the oldest expiry sent.
+      if ((flags & F_REPLICATED) === 0) this.syncedExpiresAtMs[id] = s.expiresAtMs;
+      this.entryFlags[id] = flags | F_REPLICATED;
     }
     channel.enqueue(buf, 0, encodeBulkEnd(buf, 0, buf.length, b, count, digest), nowMs);
     this.counters.syncRecordsSent += count + 2;
@@ -1124,30 +1380,31 @@ export class ClusterNode {
   }
 
   private onRecord(link: PeerLink, rec: DecodedRecord): void {
-    const b = rec.bucket;
-    if (b >= this.bucketCount) {
-      this.counters.recordsInvalid++;
-      return;
-    }
     switch (rec.kind) {
       case RecordKind.CREATE:
       case RecordKind.UPDATE:
       case RecordKind.DELETE:
       case RecordKind.REFRESH:
-        if (this.role[b] === Role.OWNER) {
-          this.counters.recordsIgnored++;
-          return;
-        }
         this.applyState(link, rec);
         return;
+      default:
+        // Keep the prefetch cursor on this record's successor.
+        if (this.prefetchCursor < this.prefetchCount) this.prefetchCursor++;
+    }
+    const b = rec.bucket;
+    if (b < 0 || b >= this.bucketCount) {
+      this.counters.recordsInvalid++;
+      return;
+    }
+    switch (rec.kind) {
       case RecordKind.BULK_BEGIN:
         if (this.role[b] === Role.OWNER) {
           this.counters.recordsIgnored++;
           return;
         }
-        this.bulkFrom[b] = link.index;
+        this.bucketWords[b * BW + BW_BULK_FROM] = link.index;
         this.bulkApplyFailed[b] = 0;
-        for (let id = this.head[b]!; id !== NIL; id = this.next[id]!) this.entryFlags[id] = this.entryFlags[id]! & ~F_BULK_SEEN;
+        for (let id = this.bucketWords[b * BW + BW_HEAD]!; id !== NIL; id = this.next[id]!) this.entryFlags[id] = this.entryFlags[id]! & ~F_BULK_SEEN;
         this.noteRecordFor(b);
         return;
       case RecordKind.BULK_END:
@@ -1168,10 +1425,13 @@ export class ClusterNode {
     }
   }
 
-  /** A record arrived for bucket b: a stale bucket keeps its copies STALE_HOLD_MS longer. */
+  /**
+   * A record arrived for bucket b: a stale bucket keeps its copies STALE_HOLD_MS longer. (A
+   * bucket with a role needs no time: losing the role starts the hold, see queueStale.)
+   */
   private noteRecordFor(b: number): void {
-    this.lastRecordMs[b] = this.nowMs;
     if (this.role[b] === Role.NONE) {
+      this.lastRecordMs[b] = this.nowMs;
       if (this.staleQueued[b] === 0) {
         this.staleQueued[b] = 1;
         this.staleQueue.push(b);
@@ -1179,34 +1439,146 @@ export class ClusterNode {
     }
   }
 
-  private applyState(link: PeerLink, rec: DecodedRecord): void {
-    const b = rec.bucket;
+  /**
+   * ChannelPort.prefetch: before a payload's records are applied one by one, hash each key once
+   * and touch what applying it will read first (the bucket's role and words, the table's home
+   * slot). The loads of one loop iteration do not depend on the previous one, so the processor
+   * overlaps the cache misses of the whole datagram; applyState then finds those lines cached
+   * and takes the hash from prefetchHashes. Reads only (the touched values only feed a sink).
+   */
+  private prefetchRecords(buf: Uint8Array, start: number, end: number): void {
+    const rec = this.prefetchRecord;
     const table = this.engine.table;
-    const scratch = rec.addressLength === 16 ? this.apply6 : this.apply4;
-    const s = scratch.s;
-    s.zone = rec.zone;
-    s.protocol = rec.protocol;
-    for (let i = 0; i < rec.addressLength; i++) {
-      s.src[i] = rec.src[i]!;
-      s.dst[i] = rec.dst[i]!;
+    const index = table.index;
+    const slotScale = table.indexSize / 4294967296;
+    let sink = 0;
+    let n = 0;
+    // Bounded by the payload (records are at least one byte) and by the arrays.
+    for (let p = start; p < end && n < PREFETCH_RECORDS_MAX; n++) {
+      const next = decodeRecord(buf, p, end, rec);
+      if (next < 0) break;
+      this.prefetchOffsets[n] = p;
+      if (rec.kind >= RecordKind.CREATE && rec.kind <= RecordKind.REFRESH) {
+        const hash = this.hashOfRecord(rec);
+        const b = hash & this.bucketMask;
+        this.prefetchHashes[n] = hash;
+        sink ^= this.role[b]! ^ this.bucketWords[b * BW + BW_HEAD]! ^ index[((hash >>> 0) * slotScale) | 0]!;
+      } else {
+        this.prefetchOffsets[n] = -1;
+      }
+      p = next;
     }
-    s.srcPort = rec.srcPort;
-    s.dstPort = rec.dstPort;
-    const hash = this.hashOfKey(s);
-    if ((hash & this.bucketMask) !== b) {
+    this.prefetchCount = n;
+    this.prefetchCursor = 0;
+    this.prefetchSink = sink;
+  }
+
+  /** The flow hash of the key record being applied: from prefetchRecords when it saw this record, else computed. */
+  private hashOfApplied(rec: DecodedRecord): number {
+    const i = this.prefetchCursor;
+    if (i < this.prefetchCount) {
+      this.prefetchCursor = i + 1;
+      if (this.prefetchOffsets[i] === rec.recordOffset) return this.prefetchHashes[i]!;
+    }
+    return this.hashOfRecord(rec);
+  }
+
+  /** The bucket of a state record: on the wire for bulk records, from the key for the others. */
+  private bucketOfRecord(rec: DecodedRecord): number {
+    if (rec.kind === RecordKind.BULK_BEGIN || rec.kind === RecordKind.BULK_END) return rec.bucket < this.bucketCount ? rec.bucket : -1;
+    return this.hashOfRecord(rec) & this.bucketMask;
+  }
+
+  /** The flow hash of a decoded key record (the bucket and the table's hash both come from it). */
+  private hashOfRecord(rec: DecodedRecord): number {
+    if (rec.addressLength === 4) return flowHash4(this.hashSeed, rec.protocol, readU32(rec.src, 0), readU32(rec.dst, 0), rec.srcPort, rec.dstPort);
+    const a = this.hashAddresses;
+    for (let i = 0; i < 16; i++) {
+      a[i] = rec.src[i]!;
+      a[16 + i] = rec.dst[i]!;
+    }
+    return flowHashRaw(this.hashSeed, rec.protocol, a, 0, 16, 16, rec.srcPort, rec.dstPort);
+  }
+
+  /** Fills applyView with the record's key (original direction), as the table's lookup and insert read it. */
+  private viewOfRecord(rec: DecodedRecord): PacketView {
+    const view = this.applyView;
+    if (rec.addressLength === 4) {
+      view.ipVersion = 4;
+      view.src4 = readU32(rec.src, 0);
+      view.dst4 = readU32(rec.dst, 0);
+    } else {
+      const a = this.applyAddresses;
+      for (let i = 0; i < 16; i++) {
+        a[i] = rec.src[i]!;
+        a[16 + i] = rec.dst[i]!;
+      }
+      view.ipVersion = 6;
+      view.buf = a;
+      view.srcAddrOffset = 0;
+      view.dstAddrOffset = 16;
+      view.src4 = 0;
+      view.dst4 = 0;
+    }
+    view.protocol = rec.protocol;
+    view.srcPort = rec.srcPort;
+    view.dstPort = rec.dstPort;
+    // An ICMP key names an echo request from its originator (the table's viewOfKey does the same).
+    const icmp = isIcmp(rec.protocol);
+    view.icmpIsEcho = icmp;
+    view.icmpType = icmp ? (rec.protocol === IpProto.ICMP ? 8 : 128) : 0;
+    view.icmpId = icmp ? rec.srcPort : 0;
+    return view;
+  }
+
+  /**
+   * CREATE/UPDATE/DELETE/REFRESH from the bucket's owner, applied straight from the decoded
+   * record: the key is hashed once (bucket and table slot), the entry is found or inserted
+   * through a view of the key, and its words are written in place (what ConnectionTable.restore
+   * does, without building a snapshot).
+   */
+  private applyState(link: PeerLink, rec: DecodedRecord): void {
+    const hash = this.hashOfApplied(rec);
+    const b = hash & this.bucketMask;
+    const table = this.engine.table;
+    const nowMs = this.nowMs;
+    const stateRecord = rec.kind === RecordKind.CREATE || rec.kind === RecordKind.UPDATE;
+    // The decoder checked the wire format; the table also needs flags it can store, and an
+    // ICMP key whose two "ports" are its echo identifier (as the table keeps it, so that the
+    // digest of the record and of the stored entry agree). An authentic peer sending anything
+    // else is a bug to count, not to crash on.
+    if (
+      (stateRecord && rec.hasTcp && ((rec.tcpOriginal.flags | rec.tcpReply.flags) & ~TCP_DIR_FLAGS_MASK) !== 0) ||
+      (isIcmp(rec.protocol) && rec.srcPort !== rec.dstPort)
+    ) {
       this.counters.recordsInvalid++;
       return;
     }
-    this.noteRecordFor(b);
-    const nowMs = this.nowMs;
-    if (rec.kind === RecordKind.DELETE || rec.kind === RecordKind.REFRESH) {
-      const id = table.lookupKey(s, hash);
+    const view = this.viewOfRecord(rec);
+    table.clockMs = nowMs;
+    let id = table.lookup(rec.zone, view, hash);
+    const owned = this.role[b] === Role.OWNER;
+    if (owned) {
+      // Ours. Records for it come from the previous owner, one epoch behind, which still
+      // processed frames routed before its switch (and whose last records may still be on
+      // their way). Its record is newer than our copy unless we processed a packet since: take
+      // it then; and take the connections it created that we do not have at all.
+      if ((id >= 0 && (this.entryFlags[id]! & F_TOUCHED) !== 0) || (id < 0 && !stateRecord)) {
+        this.counters.recordsIgnored++;
+        return;
+      }
+    } else {
+      this.noteRecordFor(b);
+    }
+    if (!stateRecord) {
       if (id < 0) {
         this.counters.recordsUnknownKey++;
         return;
       }
       if (rec.kind === RecordKind.DELETE) {
         table.remove(id);
+      } else if (owned) {
+        table.setExpiresAt(id, nowMs + rec.remainingMs);
       } else {
         table.setExpiresAt(id, nowMs + rec.remainingMs + BACKUP_EXPIRY_GRACE_MS);
         this.entryFlags[id] = this.entryFlags[id]! | F_GRACE;
@@ -1214,49 +1586,66 @@ export class ClusterNode {
       this.counters.syncRecordsApplied++;
       return;
     }
-    // The decoder checked the wire format; the table also needs flags it can store (restore
-    // asserts them), and an authentic peer sending others is a bug to count, not to crash on.
-    if (rec.hasTcp && ((rec.tcpOriginal.flags | rec.tcpReply.flags) & ~TCP_DIR_FLAGS_MASK) !== 0) {
-      this.counters.recordsInvalid++;
-      return;
+    if (id >= 0 && table.lastDirection !== 0) {
+      // Same connection, opened from the other side this time: re-key the direction.
+      table.remove(id);
+      id = -1;
     }
-    const inBulk = this.bulkFrom[b] === link.index;
-    s.state = rec.state as ConnState;
-    s.expiresAtMs = nowMs + rec.remainingMs + BACKUP_EXPIRY_GRACE_MS;
-    s.seenReply = rec.seenReply;
-    s.assured = rec.assured;
-    if (rec.hasTcp) {
-      copyDirection(rec.tcpOriginal, scratch.tcp.original);
-      copyDirection(rec.tcpReply, scratch.tcp.reply);
-      s.tcp = scratch.tcp;
-    } else {
-      s.tcp = null;
-    }
-    table.clockMs = nowMs;
-    const id = table.restore(s, hash);
+    const state = rec.state;
+    let created = false;
     if (id < 0) {
-      this.counters.applyFailed++;
-      if (this.bulkFrom[b] === link.index) this.bulkApplyFailed[b] = 1;
+      id = table.insert(rec.zone, view, hash, state, nowMs);
+      if (id < 0) {
+        this.counters.applyFailed++;
+        if (this.bucketWords[b * BW + BW_BULK_FROM] === link.index) this.bulkApplyFailed[b] = 1;
+        return;
+      }
+      created = true;
+    }
+    const words = table.words;
+    const base = id * ENTRY_WORDS;
+    // The record carries no packet history: start it afresh, as for a new entry.
+    let packed = state | (TCP_LAST_INDEX_NONE << TCP_LAST_INDEX_SHIFT);
+    if (rec.hasTcp) {
+      const o = rec.tcpOriginal;
+      const r = rec.tcpReply;
+      words[base + W_END] = o.end;
+      words[base + W_END + 1] = r.end;
+      words[base + W_MAX_END] = o.maxEnd;
+      words[base + W_MAX_END + 1] = r.maxEnd;
+      words[base + W_MAX_WIN] = o.maxWindow;
+      words[base + W_MAX_WIN + 1] = r.maxWindow;
+      packed |= (o.scale << TCP_SCALE_SHIFT) | (r.scale << (TCP_SCALE_SHIFT + 4)) | (o.flags << TCP_FLAGS_SHIFT) | (r.flags << (TCP_FLAGS_SHIFT + 6));
+    }
+    words[base + W_TCP] = packed;
+    const grace = owned ? 0 : BACKUP_EXPIRY_GRACE_MS;
+    words[base + W_EXPIRES] = nowMs + rec.remainingMs + grace;
+    words[base + W_META] = (words[base + W_META]! & ~(META_SEEN_REPLY | META_ASSURED)) | (rec.seenReply ? META_SEEN_REPLY : 0) | (rec.assured ? META_ASSURED : 0);
+
+    const accounted = state | (rec.seenReply ? F_SEEN_REPLY : 0) | (rec.assured ? F_ASSURED : 0);
+    if (created) {
+      this.link(id, b);
+      const digest = connectionDigestRaw(rec.zone, rec.protocol, rec.src, 0, rec.dst, 0, rec.addressLength, rec.srcPort, rec.dstPort, state);
+      this.digestAdd(b, digest);
+      this.entryDigest[id] = digest;
+    } else if ((this.entryFlags[id]! & 0xf) !== state) {
+      const digest = connectionDigestRaw(rec.zone, rec.protocol, rec.src, 0, rec.dst, 0, rec.addressLength, rec.srcPort, rec.dstPort, state);
+      this.digestReplace(b, this.entryDigest[id]!, digest);
+      this.entryDigest[id] = digest;
+    }
+    this.counters.syncRecordsApplied++;
+    if (owned) {
+      // Adopted: an owned connection from now on, re-learning its windows like a promoted copy.
+      // The previous owner (its sender) holds it; our targets get it from us.
+      this.entryFlags[id] = accounted | F_REPLICATED;
+      this.relearn(id);
+      this.counters.adopted++;
+      this.noteChange(id, b, nowMs);
       return;
     }
-    const digest = this.digestOfEntry(id);
-    if (this.entryBucket[id] === NIL) {
-      this.link(id, b);
-      this.digests.add(b, digest);
-    } else {
-      this.digests.replace(b, this.entryDigest[id]!, digest);
-    }
-    this.entryDigest[id] = digest;
     // The owner's windows replace any re-learned ones: promotion must relax them again.
-    this.entryFlags[id] = this.accountedFlags(id) | F_GRACE | (inBulk ? F_BULK_SEEN : 0);
-    this.counters.syncRecordsApplied++;
-  }
-
-  private hashOfKey(k: FlowKey): number {
-    if (k.src.length === 4) return flowHash4(this.hashSeed, k.protocol, readU32(k.src, 0), readU32(k.dst, 0), k.srcPort, k.dstPort);
-    this.hashBuf.set(k.src, 0);
-    this.hashBuf.set(k.dst, 16);
-    return flowHashRaw(this.hashSeed, k.protocol, this.hashBuf, 0, 16, 16, k.srcPort, k.dstPort);
+    const inBulk = this.bucketWords[b * BW + BW_BULK_FROM] === link.index;
+    this.entryFlags[id] = accounted | F_GRACE | F_REPLICATED | (isProtectedRecord(rec) ? F_SENT_PROTECTED : 0) | (inBulk ? F_BULK_SEEN : 0);
   }
 
   /**
@@ -1265,13 +1654,13 @@ export class ClusterNode {
    */
   private endBulk(link: PeerLink, rec: DecodedRecord): void {
     const b = rec.bucket;
-    if (this.bulkFrom[b] !== link.index || this.role[b] === Role.OWNER) {
+    if (this.bucketWords[b * BW + BW_BULK_FROM] !== link.index || this.role[b] === Role.OWNER) {
       this.counters.recordsIgnored++;
       return;
     }
-    this.bulkFrom[b] = NIL;
+    this.bucketWords[b * BW + BW_BULK_FROM] = NIL;
     const table = this.engine.table;
-    let id = this.head[b]!;
+    let id = this.bucketWords[b * BW + BW_HEAD]!;
     while (id !== NIL) {
       const after = this.next[id]!;
       if ((this.entryFlags[id]! & F_BULK_SEEN) === 0) table.remove(id);
@@ -1279,7 +1668,7 @@ export class ClusterNode {
       id = after;
     }
     this.noteRecordFor(b);
-    if (this.bucketSize[b] === rec.recordCount && this.digests.get(b) === rec.digest) {
+    if (this.bucketWords[b * BW + BW_SIZE] === rec.recordCount && this.digestOf(b) === rec.digest) {
       this.counters.bulkBucketsReceived++;
       this.filled.add(b);
       return;
@@ -1337,7 +1726,7 @@ export class ClusterNode {
         const base = b * TARGETS_MAX;
         let shared = false;
         for (let k = 0; k < TARGETS_MAX; k++) if (this.targetPeer[base + k] === link.index && this.targetState[base + k] === Target.LIVE) shared = true;
-        if (shared) asked.set(b, this.digests.get(b));
+        if (shared) asked.set(b, this.digestOf(b));
       } else if ((role === Role.BACKUP || role === Role.FILL) && this.ownerLink[b] === link.index) {
         asked.set(b, -1);
       }
@@ -1351,7 +1740,7 @@ export class ClusterNode {
       this.pendingVerify = null;
       return;
     }
-    const digests = Uint32Array.from(buckets, (b) => this.digests.get(b));
+    const digests = Uint32Array.from(buckets, (b) => this.digestOf(b));
     this.sendDigestList(link, RecordKind.DIGEST_REQUEST, buckets, digests, nowMs);
     link.channel.flush(nowMs);
   }
@@ -1376,7 +1765,7 @@ export class ClusterNode {
     const digests = new Uint32Array(count);
     for (let i = 0; i < count; i++) {
       const b = buckets[i]!;
-      digests[i] = b < this.bucketCount ? this.digests.get(b) : 0;
+      digests[i] = b < this.bucketCount ? this.digestOf(b) : 0;
     }
     this.counters.verifyRepliesSent++;
     this.sendDigestList(link, RecordKind.DIGEST_REPLY, buckets, digests, this.nowMs);
@@ -1392,7 +1781,7 @@ export class ClusterNode {
       const b = rec.pairBuckets[i]!;
       const mine = pending.asked.get(b);
       if (mine === undefined) continue;
-      const local = mine >= 0 ? mine : this.digests.get(b);
+      const local = mine >= 0 ? mine : this.digestOf(b);
       if (local !== rec.pairDigests[i]) pending.differing.push(b);
       pending.answered++;
     }
@@ -1405,18 +1794,20 @@ export class ClusterNode {
 
   // ---- time ------------------------------------------------------------------------------
 
-  /** Timers: sync flush (1 ms), retransmit, keep-alive, refresh drain, bulk pacing, expiry sweep, stale removal. */
+  /** Timers: deferred changes, bulk pacing, expiry and refresh sweeps, stale removal, then the channels' flush, retransmit, ACK and keep-alive. */
   tick(nowMs: number): void {
     this.nowMs = nowMs;
-    if (nowMs >= this.refreshDueMs) {
-      this.coalescer.drainTo(this.refreshSink, nowMs);
-      this.refreshDueMs = Infinity;
-    }
+    this.drainDeferred(nowMs, false);
     if (this.bucketCount > 0) this.runBulks(nowMs);
     if (nowMs >= this.nextHousekeepingMs) {
       this.nextHousekeepingMs = nowMs + HOUSEKEEPING_INTERVAL_MS;
       // Owners replicate what expires (onRemove); backups drop their expired copies silently.
+      const deletes = this.counters.deletesSent;
       this.engine.tick(nowMs);
+      // An expired connection is gone here: its copies go now, not a flush interval later, so
+      // owner and backup never disagree about a connection that ended.
+      if (this.counters.deletesSent !== deletes) for (const link of this.links) if (link !== null) link.channel.flush(nowMs);
+      if (this.bucketCount > 0) this.refreshSweep(nowMs);
       this.removeStale(nowMs);
     }
     for (const link of this.links) if (link !== null) link.channel.tick(nowMs);
@@ -1425,7 +1816,7 @@ export class ClusterNode {
 
   /** Earliest time at which tick() has work (the simulator's clock may jump to it). */
   nextDeadlineMs(): number {
-    let due = this.refreshDueMs;
+    let due = this.deferCount > 0 ? this.deferDueMs[this.deferHead]! : Infinity;
     if (this.engine.table.size > 0 || this.staleQueue.length > 0) due = Math.min(due, this.nextHousekeepingMs);
     for (const link of this.links) {
       if (link === null) continue;
@@ -1442,7 +1833,7 @@ export class ClusterNode {
     let budget = STALE_REMOVE_BUDGET;
     const keep: number[] = [];
     for (const b of this.staleQueue) {
-      if (this.role[b] !== Role.NONE || this.bucketSize[b] === 0) {
+      if (this.role[b] !== Role.NONE || this.bucketWords[b * BW + BW_SIZE] === 0) {
         this.staleQueued[b] = 0;
         continue;
       }
@@ -1450,13 +1841,13 @@ export class ClusterNode {
         keep.push(b);
         continue;
       }
-      this.bulkFrom[b] = NIL;
-      while (budget > 0 && this.head[b] !== NIL) {
-        table.remove(this.head[b]!);
+      this.bucketWords[b * BW + BW_BULK_FROM] = NIL;
+      while (budget > 0 && this.bucketWords[b * BW + BW_HEAD] !== NIL) {
+        table.remove(this.bucketWords[b * BW + BW_HEAD]!);
         this.counters.staleRemoved++;
         budget--;
       }
-      if (this.head[b] !== NIL) keep.push(b);
+      if (this.bucketWords[b * BW + BW_HEAD] !== NIL) keep.push(b);
       else this.staleQueued[b] = 0;
     }
     this.staleQueue = keep;
@@ -1474,21 +1865,26 @@ export class ClusterNode {
     let linked = 0;
     for (let b = 0; b < this.bucketCount; b++) {
       let n = 0;
-      for (let id = this.head[b]!; id !== NIL && n <= this.capacity; id = this.next[id]!) {
+      for (let id = this.bucketWords[b * BW + BW_HEAD]!; id !== NIL && n <= this.capacity; id = this.next[id]!) {
         assert(table.isLive(id), `bucket ${b} lists a free entry ${id}`);
         assert(this.entryBucket[id] === b && (table.hashOf(id) & this.bucketMask) === b, `entry ${id} in the wrong bucket list`);
         n++;
       }
-      assert(n === this.bucketSize[b], `bucket ${b}: size ${this.bucketSize[b]} but ${n} listed`);
+      assert(n === this.bucketWords[b * BW + BW_SIZE], `bucket ${b}: size ${this.bucketWords[b * BW + BW_SIZE]} but ${n} listed`);
       linked += n;
     }
     assert(linked === table.size, `${linked} entries listed, ${table.size} live`);
     const scanned = this.allBucketDigests();
     for (let b = 0; b < this.bucketCount; b++) {
-      assert(scanned[b] === this.digests.get(b), `bucket ${b}: digest out of date`);
-      assert(this.role[b] !== Role.OWNER || this.bulkFrom[b] === NIL, `bucket ${b}: owned and receiving a bulk`);
+      assert(scanned[b] === this.digestOf(b), `bucket ${b}: digest out of date`);
+      assert(this.role[b] !== Role.OWNER || this.bucketWords[b * BW + BW_BULK_FROM] === NIL, `bucket ${b}: owned and receiving a bulk`);
     }
   }
+}
+
+/** Does a decoded CREATE/UPDATE describe a connection whose handshake completed? */
+function isProtectedRecord(rec: DecodedRecord): boolean {
+  return rec.protocol === IpProto.TCP ? isProtectedTcpState(rec.state) : rec.seenReply;
 }
 
 /** Did member `name` hold bucket b in the previous table (owner, backup or extra backup)? */

@@ -5,44 +5,58 @@
 
 import { assert } from "../stdx/assert.js";
 
-/** Wire protocol version carried in every datagram; a receiver drops versions it does not speak. */
-export const PROTOCOL_VERSION = 1;
+/**
+ * Wire protocol version carried in every datagram; a receiver drops versions it does not speak.
+ * Version 2: compact header with implicit identities and sessions, 64-bit MAC, records without
+ * length or bucket fields (see datagram.ts and records.ts).
+ */
+export const PROTOCOL_VERSION = 2;
 
 // ---- datagram -------------------------------------------------------------------------
 
 /** Largest datagram on the wire (fits a 1500-byte MTU with IPv6 + UDP + tunnel headroom). */
 export const DATAGRAM_BYTES_MAX = 1400;
-/** Fixed datagram header (datagram.ts has the layout). */
-export const DATAGRAM_HEADER_BYTES = 44;
-/** Truncated HMAC-SHA256 tag at the end of every datagram. */
-export const MAC_BYTES = 16;
-/** Room for records (or NACK ranges) in one datagram. */
+/**
+ * Short header: type and flags, epoch (low 8 bits), seq, ack. Used once both ends know each
+ * other's session (datagram.ts has the layout); 2 more bytes while it carries firstSeq.
+ */
+export const DATAGRAM_SHORT_HEADER_BYTES = 10;
+export const DATAGRAM_SHORT_HEADER_FIRST_BYTES = DATAGRAM_SHORT_HEADER_BYTES + 2;
+/** Long header: type and flags, version, full epoch, seq, ack, firstSeq, cluster id, member ids, both sessions. */
+export const DATAGRAM_LONG_HEADER_BYTES = 32;
+/** Room a sender reserves before the payload: either header fits in front of it. */
+export const DATAGRAM_HEADER_BYTES = DATAGRAM_LONG_HEADER_BYTES;
+/** Keyed MAC tag at the end of every datagram (64 bits; datagram.ts says why that is enough). */
+export const MAC_BYTES = 8;
+/** Room for records (or NACK ranges) in one datagram, whichever header it gets. */
 export const DATAGRAM_PAYLOAD_BYTES_MAX = DATAGRAM_BYTES_MAX - DATAGRAM_HEADER_BYTES - MAC_BYTES;
 /** A cluster key shorter than this is refused (128 bits of secret at least). */
 export const CLUSTER_KEY_BYTES_MIN = 16;
 
 // ---- records --------------------------------------------------------------------------
 
-/** kind u8, length u16, bucket u32: the part every record starts with. */
-export const RECORD_HEADER_BYTES = 7;
-/** A flow key on the wire: zone u16, protocol u8, flags u8, two addresses, two ports. */
-export const RECORD_KEY_BYTES_V4 = 4 + 4 + 4 + 4;
-export const RECORD_KEY_BYTES_V6 = 4 + 16 + 16 + 4;
-export const RECORD_KEY_BYTES_MAX = RECORD_KEY_BYTES_V6;
-/** One TCP direction: end, maxEnd, maxWindow (u32 each), scale u8, flags u8. */
-export const RECORD_TCP_DIRECTION_BYTES = 14;
-/** Longest value of one type/length extension (the length is a u8). */
-export const RECORD_EXTENSION_VALUE_BYTES_MAX = 255;
-/** Largest CREATE/UPDATE record: IPv6 key, state, expiry, both TCP directions, one extension. */
+/** A flow key on the wire: flags u8, protocol u8, [zone u16], two addresses, two ports. */
+export const RECORD_KEY_BYTES_V4 = 2 + 4 + 4 + 4;
+export const RECORD_KEY_BYTES_V6 = 2 + 16 + 16 + 4;
+export const RECORD_KEY_BYTES_MAX = RECORD_KEY_BYTES_V6 + 2;
+/** Remaining lifetime on the wire: unsigned LEB128 of whole seconds, at most 3 bytes. */
+export const RECORD_EXPIRY_BYTES_MAX = 3;
+/** Largest remaining lifetime a record carries (2^21 - 1 s, 24 days; every timeout is far below). */
+export const RECORD_EXPIRY_S_MAX = 0x1fffff;
+/** TCP section: both window scales (one byte), each direction's flags (one byte each). */
+export const RECORD_TCP_BYTES = 3;
+/** TCP windows (end, maxEnd, maxWindow u32 per direction), sent only while they matter. */
+export const RECORD_TCP_WINDOWS_BYTES = 24;
+/** Longest extension area of a state record (its length is a u8). */
+export const RECORD_EXTENSION_BYTES_MAX = 255;
+/** Largest CREATE/UPDATE record: kind, IPv6 key with zone, expiry, TCP section and windows, extensions. */
 export const RECORD_STATE_BYTES_MAX =
-  RECORD_HEADER_BYTES + RECORD_KEY_BYTES_V6 + 1 + 4 + 2 * RECORD_TCP_DIRECTION_BYTES + 2 + RECORD_EXTENSION_VALUE_BYTES_MAX;
-/** A digest list record: header, pair count u16, then (bucket u32, digest u32) pairs. */
+  1 + RECORD_KEY_BYTES_MAX + RECORD_EXPIRY_BYTES_MAX + RECORD_TCP_BYTES + RECORD_TCP_WINDOWS_BYTES + 1 + RECORD_EXTENSION_BYTES_MAX;
+/** A digest list record: kind, pair count u16, then (bucket u32, digest u32) pairs. */
 export const RECORD_DIGEST_PAIR_BYTES = 8;
-export const DIGEST_PAIRS_MAX = Math.floor((DATAGRAM_PAYLOAD_BYTES_MAX - RECORD_HEADER_BYTES - 2) / RECORD_DIGEST_PAIR_BYTES);
+export const DIGEST_PAIRS_MAX = Math.floor((DATAGRAM_PAYLOAD_BYTES_MAX - 3) / RECORD_DIGEST_PAIR_BYTES);
 /** Largest record of any kind: it must fit an empty datagram. */
 export const RECORD_BYTES_MAX = DATAGRAM_PAYLOAD_BYTES_MAX;
-/** Default bound of the refresh coalescer (pending idle-timer refreshes, one per flow key). */
-export const REFRESH_PENDING_MAX = 4096;
 
 // ---- channel --------------------------------------------------------------------------
 
@@ -63,27 +77,39 @@ export const RESYNC_BEHIND_DATAGRAMS = RESEND_QUEUE_DATAGRAMS_MAX;
 export const RECEIVE_WINDOW_DATAGRAMS = 256;
 /** The receiver acknowledges after this many accepted datagrams (conntrackd FTFW: every 300 messages)... */
 export const ACK_EVERY_DATAGRAMS = 16;
-/** ...or at the latest this long after the first unacknowledged one. */
-export const ACK_DELAY_MS = 1;
+/**
+ * ...or at the latest this long after the first unacknowledged one. Every datagram the receiver
+ * sends meanwhile carries the ACK, so the delay mostly decides how often an ACK rides on the
+ * receiver's own records instead of costing a datagram of its own. A gap is NACKed at once and
+ * a sender that needs an answer (retransmission, filling queue, end of a bulk) sets ACK_NOW, so
+ * the delay only slows the release of resend-queue slots.
+ */
+export const ACK_DELAY_MS = 100;
 /** NACK ranges in one NACK datagram (first u32, last u32 each). */
 export const NACK_RANGES_MAX = 32;
 /** A gap that persists is NACKed again after this long. */
 export const NACK_REPEAT_MS = 5;
-/** Retransmission timeout before any RTT sample, and its bounds (RFC 6298, scaled to a LAN). */
-export const RTO_INITIAL_MS = 20;
-export const RTO_MIN_MS = 2;
-export const RTO_MAX_MS = 200;
+/**
+ * Retransmission timeout before any RTT sample, and its bounds (RFC 6298, scaled to a LAN). The
+ * RTT a sender measures includes the receiver's ACK delay, so the floor sits above it.
+ */
+export const RTO_INITIAL_MS = ACK_DELAY_MS + 20;
+export const RTO_MIN_MS = ACK_DELAY_MS + 5;
+export const RTO_MAX_MS = Math.max(200, 2 * RTO_INITIAL_MS);
 /** The same datagram is not retransmitted twice within this long because of NACKs. */
 export const RESEND_MIN_INTERVAL_MS = 1;
 /** Retransmissions per tick: bounds the work of one tick when a whole window times out. */
 export const RETRANSMIT_BURST_MAX = 64;
 /**
- * An idle channel sends a keep-alive this often: a dozen fit in PEER_DEAD_AFTER_MS, so even
- * 30% loss declares a live peer dead with odds of about 0.3^12 per window.
+ * A channel that has sent nothing for this long sends a keep-alive. Only an idle channel pays for
+ * it: any datagram proves liveness, and lost data is recovered by NACK and retransmission
+ * timeout, not by keep-alives. The members' failure detector is the orchestrator's heartbeat; the
+ * channel's own peer state is informational, so it can afford a slow beat, and a member with N
+ * peers spends N keep-alives per interval only when it has nothing else to say to any of them.
  */
-export const KEEPALIVE_INTERVAL_MS = 25;
-/** A peer silent for this long is declared dead. */
-export const PEER_DEAD_AFTER_MS = 300;
+export const KEEPALIVE_INTERVAL_MS = 1000;
+/** A peer silent for this long is declared dead (a dozen keep-alives: 30% loss errs with odds ~0.3^12). */
+export const PEER_DEAD_AFTER_MS = 10_000;
 
 // ---- the ties between them ------------------------------------------------------------
 
@@ -94,9 +120,10 @@ function isPowerOfTwo(n: number): boolean {
 assert(DATAGRAM_PAYLOAD_BYTES_MAX > 0, "datagram header and MAC leave no payload");
 assert(DATAGRAM_BYTES_MAX <= 65507, "datagram larger than a UDP payload");
 assert(RECORD_STATE_BYTES_MAX <= RECORD_BYTES_MAX, "a state record must fit an empty datagram");
-assert(RECORD_HEADER_BYTES + 2 + DIGEST_PAIRS_MAX * RECORD_DIGEST_PAIR_BYTES <= DATAGRAM_PAYLOAD_BYTES_MAX, "digest list overflows");
+assert(3 + DIGEST_PAIRS_MAX * RECORD_DIGEST_PAIR_BYTES <= DATAGRAM_PAYLOAD_BYTES_MAX, "digest list overflows");
 assert(DIGEST_PAIRS_MAX <= 0xffff, "digest pair count is a u16");
-assert(RECORD_BYTES_MAX <= 0xffff, "record length is a u16");
+assert(RESEND_QUEUE_DATAGRAMS_MAX + 1 <= 0xffff, "firstSeq travels as a u16 distance from seq");
+assert(DATAGRAM_SHORT_HEADER_FIRST_BYTES < DATAGRAM_LONG_HEADER_BYTES, "the short header is the short one");
 assert(NACK_RANGES_MAX * 8 <= DATAGRAM_PAYLOAD_BYTES_MAX, "a full NACK must fit one datagram");
 assert(isPowerOfTwo(RESEND_QUEUE_DATAGRAMS_MAX), "resend queue size must be a power of two");
 assert(isPowerOfTwo(RECEIVE_WINDOW_DATAGRAMS), "receive window must be a power of two");
@@ -112,4 +139,3 @@ assert(NACK_REPEAT_MS >= RESEND_MIN_INTERVAL_MS, "NACK repeat faster than resend
 assert(RETRANSMIT_BURST_MAX >= 1 && RETRANSMIT_BURST_MAX <= RESEND_QUEUE_DATAGRAMS_MAX, "retransmit burst out of range");
 assert(RTO_MAX_MS < PEER_DEAD_AFTER_MS, "a live peer must get retransmissions before it is declared dead");
 assert(PEER_DEAD_AFTER_MS >= 10 * KEEPALIVE_INTERVAL_MS, "dead-peer timeout must span many keep-alives (lossy links)");
-assert(REFRESH_PENDING_MAX >= 1, "refresh coalescer needs room");

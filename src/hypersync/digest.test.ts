@@ -48,7 +48,7 @@ describe("per-connection digest", () => {
     const buf = new Uint8Array(256);
     const rec = new DecodedRecord();
     for (const c of [conn(5), conn(6, ConnState.TCP_SYN_SENT, true)]) {
-      const end = encodeCreate(buf, 0, buf.length, 1, c, 0);
+      const end = encodeCreate(buf, 0, buf.length, c, 0);
       decodeRecord(buf, 0, end, rec);
       expect(recordDigest(rec)).toBe(connectionDigest(c));
     }

@@ -1,53 +1,61 @@
-// HyperSync records: the compact binary units of connection-state replication, and the
-// coalescer that keeps at most one pending idle-timer refresh per flow.
+// HyperSync records: the compact binary units of connection-state replication.
 //
-// Every record starts with the same 7 bytes, so a receiver can skip a record by its length
-// and sort records by bucket without understanding them. All integers are big-endian.
+// Records are self-delimiting: a receiver walks a payload by decoding, so no record carries a
+// length, and a record that names a connection carries no bucket either: the receiver derives
+// it from the key with the cluster's hash seed (it must hash the key anyway to find the entry,
+// and a key outside the bucket it claims would be an error to check). All integers big-endian.
 //
-//   record:  | kind u8 | length u16 (whole record) | bucket u32 | body ... |
+//   byte 0:  kind (low 4 bits); CREATE/UPDATE put the connection's state in the high 4 bits,
+//            every other kind has them 0.
+//   key   (CREATE, UPDATE, DELETE, REFRESH):
+//            | flags u8 | protocol u8 | [zone u16] | src 4|16 | dst 4|16 | srcPort u16 | dstPort u16 |
+//            flags: 0x01 IPv6, 0x02 zone present (absent: zone 0), 0x04 seenReply, 0x08 assured,
+//            0x10 TCP section, 0x20 TCP windows, 0x40 default expiry, 0x80 extensions
+//            (DELETE and REFRESH allow 0x01 and 0x02 only).
+//   CREATE / UPDATE (same layout; UPDATE means "state transition", and a receiver that does not
+//            know the key treats it as a create, so a lost CREATE heals on the next UPDATE):
+//            | kind+state | key | [expiry] | [TCP section] | [windows] | [extensions] |
+//            expiry: remaining whole seconds, rounded up, as unsigned LEB128 (1-3 bytes);
+//              absent with the default-expiry flag: the state's full timeout (STATE_TIMEOUT_MS),
+//              what a connection has right after the packet that changed it.
+//            TCP section: | scale original << 4 | scale reply | flags original | flags reply |
+//            windows: | end u32 | maxEnd u32 | maxWindow u32 | per direction, original first.
+//              Sent only while they matter: a promoted copy forgets its windows and re-learns
+//              them from the next segments (cluster-node.ts), except during the handshake, where
+//              a SYN/ACK is checked against the SYN's end. A record without them leaves the
+//              copy's windows at 0, which is the tracker's "no window known yet".
+//            extensions: | length u8 | (type u8, len u8, value)... | Type 1 is the NAT binding
+//              (reserved: no engine writes it yet, the decoder reports where it is); unknown types
+//              are skipped, so the format can grow.
+//   DELETE:  | kind | key |
+//   REFRESH: | kind | key | expiry |
+//   BULK_BEGIN / BULK_END: | kind | bucket u32 | recordCount u32 | digest u32 |
+//   DIGEST_REQUEST / DIGEST_REPLY: | kind | pairCount u16 | (bucket u32, digest u32) * pairCount |
+//   RESYNC_REQUEST: | kind | bucket u32 |
 //
-//   key   (DELETE, REFRESH, CREATE, UPDATE):
-//            | zone u16 | protocol u8 | flags u8 | src 4|16 | dst 4|16 | srcPort u16 | dstPort u16 |
-//            flags: 0x01 IPv6, 0x02 seenReply, 0x04 assured, 0x08 TCP section follows
-//            (only 0x01 is allowed in DELETE and REFRESH).
-//   CREATE / UPDATE (same layout; UPDATE means "state transition", and a receiver that does
-//            not know the key treats it as a create, so a lost CREATE heals on the next UPDATE):
-//            | key | state u8 | remainingMs u32 | [TCP original 14 | TCP reply 14] | extensions |
-//            TCP direction: | end u32 | maxEnd u32 | maxWindow u32 | scale u8 | flags u8 |
-//            extensions: zero or more | type u8 | len u8 | value len bytes | up to the record's
-//            end. Type 1 is the NAT binding (reserved: no engine writes it yet, the decoder
-//            reports where it is); unknown types are skipped, so the format can grow.
-//   DELETE:  | key |
-//   REFRESH: | key | remainingMs u32 |
-//   BULK_BEGIN / BULK_END: | recordCount u32 | digest u32 |
-//   DIGEST_REQUEST / DIGEST_REPLY: | pairCount u16 | (bucket u32, digest u32) * pairCount |
-//            (the header's bucket is the first listed bucket, 0 for an empty list)
-//   RESYNC_REQUEST: (no body; the header's bucket is the bucket to resend)
+// Expiry travels as remaining time, never as an absolute time: members' clocks differ. Rounding
+// up to seconds makes a copy live at most a second longer than its original, never shorter: the
+// owner decides when a connection ends (DELETE), a copy only has to last until then.
 //
-// Expiry travels as remaining milliseconds, never as an absolute time: members' clocks differ.
-//
-// Sizes (bytes, IPv4/IPv6): CREATE/UPDATE TCP 56/80, UDP 28/52; DELETE 23/47; REFRESH 27/51;
-// BULK_BEGIN/END 15; RESYNC_REQUEST 7; digest list 9 + 8 per pair. So a 1400-byte datagram
-// (1340 bytes of records) carries 23 IPv4 TCP creates or 49 IPv4 refreshes.
+// Sizes (bytes, IPv4/IPv6, zone 0): CREATE/UPDATE TCP 18/42 with the default expiry (+1-3 with an
+// expiry, +24 with windows), UDP 15/39; DELETE 15/39; REFRESH 16-18/40-42; BULK 13; RESYNC 5;
+// digest list 3 + 8 per pair. A 1400-byte datagram carries about 75 IPv4 TCP state records.
 //
 // Invariants: encoders write exactly the bytes they report and nothing past `limit`; they
-// allocate nothing. decodeRecord never throws on any bytes: a malformed record returns -1
-// with `out.error` set and the caller counts it.
+// allocate nothing. decodeRecord never throws on any bytes: a malformed record returns -1 with
+// `out.error` set and the caller counts it.
 
 import { assert } from "../stdx/assert.js";
-import { fmix32, mixWord } from "../stdx/hash.js";
 import type { FlowKey } from "../packet/flow-hash.js";
-import type { ConnectionSnapshot, ConnState, TcpDirectionSnapshot } from "../engine/types.js";
+import { STATE_TIMEOUT_MS, type ConnectionSnapshot, type ConnState, type TcpDirectionSnapshot } from "../engine/types.js";
 import {
   DIGEST_PAIRS_MAX,
   RECORD_DIGEST_PAIR_BYTES,
-  RECORD_EXTENSION_VALUE_BYTES_MAX,
-  RECORD_HEADER_BYTES,
-  RECORD_KEY_BYTES_MAX,
-  RECORD_KEY_BYTES_V4,
-  RECORD_KEY_BYTES_V6,
-  RECORD_TCP_DIRECTION_BYTES,
-  REFRESH_PENDING_MAX,
+  RECORD_EXPIRY_BYTES_MAX,
+  RECORD_EXPIRY_S_MAX,
+  RECORD_EXTENSION_BYTES_MAX,
+  RECORD_TCP_BYTES,
+  RECORD_TCP_WINDOWS_BYTES,
 } from "./constants.js";
 
 export const RecordKind = {
@@ -78,10 +86,10 @@ export const RECORD_KIND_NAMES: readonly string[] = [
 /** Why a record did not decode. Counted by the receiver, never thrown. */
 export const RecordError = {
   NONE: 0,
-  TRUNCATED: 1, // fewer bytes left than the record header or its length claims
-  BAD_KIND: 2, // unknown kind
-  BAD_LENGTH: 3, // the length does not match what the kind and flags require
-  BAD_FIELD: 4, // a field out of range (state, window scale, flags, extension overrun)
+  TRUNCATED: 1, // fewer bytes left than the record needs
+  BAD_KIND: 2, // unknown kind, or state bits on a kind without a state
+  BAD_LENGTH: 3, // a length or count field does not fit what follows
+  BAD_FIELD: 4, // a field out of range (flags, window scale, expiry, extension overrun)
 } as const;
 export type RecordError = (typeof RecordError)[keyof typeof RecordError];
 export const RECORD_ERROR_NAMES: readonly string[] = ["none", "truncated", "bad-kind", "bad-length", "bad-field"];
@@ -89,40 +97,47 @@ export const RECORD_ERROR_NAMES: readonly string[] = ["none", "truncated", "bad-
 /** Key flag bits (the key's flags byte). */
 export const KeyFlag = {
   IPV6: 0x01,
-  SEEN_REPLY: 0x02,
-  ASSURED: 0x04,
-  TCP: 0x08,
+  ZONE: 0x02,
+  SEEN_REPLY: 0x04,
+  ASSURED: 0x08,
+  TCP: 0x10,
+  WINDOWS: 0x20,
+  DEFAULT_EXPIRY: 0x40,
+  EXTENSIONS: 0x80,
 } as const;
+const KEY_ONLY_FLAGS = KeyFlag.IPV6 | KeyFlag.ZONE;
 
 /** Extension types inside CREATE/UPDATE. */
 export const RecordExtension = {
   NAT_BINDING: 1,
 } as const;
 
-/** Highest ConnState value (types.ts): a larger state byte is malformed. */
-const CONN_STATE_MAX = 15;
 /** Largest TCP window scale shift (RFC 7323). */
 const TCP_SCALE_MAX = 14;
-const U32_MAX = 0xffffffff;
+const KIND_MASK = 0x0f;
 
-/** Record sizes without extensions, for callers that budget space. */
-export function stateRecordBytes(addressLength: number, tcp: boolean): number {
-  return RECORD_HEADER_BYTES + keyBytes(addressLength) + 1 + 4 + (tcp ? 2 * RECORD_TCP_DIRECTION_BYTES : 0);
-}
-export function deleteRecordBytes(addressLength: number): number {
-  return RECORD_HEADER_BYTES + keyBytes(addressLength);
-}
-export function refreshRecordBytes(addressLength: number): number {
-  return RECORD_HEADER_BYTES + keyBytes(addressLength) + 4;
-}
-export const BULK_RECORD_BYTES = RECORD_HEADER_BYTES + 8;
-export const RESYNC_REQUEST_RECORD_BYTES = RECORD_HEADER_BYTES;
+/** Fixed-size records. */
+export const BULK_RECORD_BYTES = 13;
+export const RESYNC_REQUEST_RECORD_BYTES = 5;
 export function digestListRecordBytes(pairCount: number): number {
-  return RECORD_HEADER_BYTES + 2 + pairCount * RECORD_DIGEST_PAIR_BYTES;
+  return 3 + pairCount * RECORD_DIGEST_PAIR_BYTES;
 }
 
-function keyBytes(addressLength: number): number {
-  return addressLength === 16 ? RECORD_KEY_BYTES_V6 : RECORD_KEY_BYTES_V4;
+function keyBytes(addressLength: number, zone: number): number {
+  return 2 + (zone !== 0 ? 2 : 0) + 2 * addressLength + 4;
+}
+
+/** Bytes of the LEB128 encoding of `seconds` (1..3). */
+function expiryBytes(seconds: number): number {
+  return seconds < 0x80 ? 1 : seconds < 0x4000 ? 2 : 3;
+}
+
+/** Largest CREATE/UPDATE of a given shape (worst-case expiry, no extensions), for callers that budget space. */
+export function stateRecordBytesMax(addressLength: number, tcp: boolean, windows: boolean, zone = 0): number {
+  return 1 + keyBytes(addressLength, zone) + RECORD_EXPIRY_BYTES_MAX + (tcp ? RECORD_TCP_BYTES : 0) + (windows ? RECORD_TCP_WINDOWS_BYTES : 0);
+}
+export function deleteRecordBytes(addressLength: number, zone = 0): number {
+  return 1 + keyBytes(addressLength, zone);
 }
 
 // ---- byte helpers (big-endian, no DataView so nothing is allocated) ----------------------
@@ -165,20 +180,16 @@ function assertKey(key: FlowKey): void {
   assert(isU16(key.srcPort) && isU16(key.dstPort), "ports are u16");
 }
 
-function writeHeader(buf: Uint8Array, offset: number, kind: number, length: number, bucket: number): void {
-  assert(isU32(bucket), "bucket is a u32");
-  buf[offset] = kind;
-  w16(buf, offset + 1, length);
-  w32(buf, offset + 3, bucket);
-}
-
 /** Writes a key at offset (space already checked); returns the offset after it. */
-function writeKey(buf: Uint8Array, offset: number, key: FlowKey, stateFlags: number): number {
+function writeKey(buf: Uint8Array, offset: number, key: FlowKey, flags: number): number {
   const addressLength = key.src.length;
-  w16(buf, offset, key.zone);
-  buf[offset + 2] = key.protocol;
-  buf[offset + 3] = (addressLength === 16 ? KeyFlag.IPV6 : 0) | stateFlags;
-  let p = offset + 4;
+  buf[offset] = flags | (addressLength === 16 ? KeyFlag.IPV6 : 0) | (key.zone !== 0 ? KeyFlag.ZONE : 0);
+  buf[offset + 1] = key.protocol;
+  let p = offset + 2;
+  if (key.zone !== 0) {
+    w16(buf, p, key.zone);
+    p += 2;
+  }
   // Loops, not buf.set: for 4 or 16 bytes the native call costs more than the copy.
   const src = key.src;
   const dst = key.dst;
@@ -191,76 +202,106 @@ function writeKey(buf: Uint8Array, offset: number, key: FlowKey, stateFlags: num
   return p + 4;
 }
 
-/** Milliseconds until `expiresAtMs`, as the u32 the wire carries (0 when already expired). */
-export function remainingMsOf(expiresAtMs: number, nowMs: number): number {
-  const remaining = Math.ceil(expiresAtMs - nowMs);
+/** Whole seconds until `expiresAtMs`, rounded up and clamped to what the wire carries (0 when expired). */
+export function remainingSecondsOf(expiresAtMs: number, nowMs: number): number {
+  const remaining = Math.ceil((expiresAtMs - nowMs) / 1000);
   if (!(remaining > 0)) return 0;
-  return remaining > U32_MAX ? U32_MAX : remaining;
+  return remaining > RECORD_EXPIRY_S_MAX ? RECORD_EXPIRY_S_MAX : remaining;
 }
 
-function writeTcpDirection(buf: Uint8Array, offset: number, d: TcpDirectionSnapshot): void {
-  assert(isU32(d.end) && isU32(d.maxEnd) && isU32(d.maxWindow), "TCP window fields are u32");
-  assert(isU8(d.scale) && d.scale <= TCP_SCALE_MAX, "TCP window scale 0..14");
-  assert(isU8(d.flags), "TCP direction flags are a u8");
-  w32(buf, offset, d.end);
-  w32(buf, offset + 4, d.maxEnd);
-  w32(buf, offset + 8, d.maxWindow);
-  buf[offset + 12] = d.scale;
-  buf[offset + 13] = d.flags;
+function writeExpiry(buf: Uint8Array, p: number, seconds: number): number {
+  while (seconds >= 0x80) {
+    buf[p++] = (seconds & 0x7f) | 0x80;
+    seconds >>>= 7;
+  }
+  buf[p++] = seconds;
+  return p;
 }
 
+/**
+ * CREATE or UPDATE: the connection `s` as of nowMs. `windows`: include the TCP windows (see the
+ * file comment for when they matter). Writes into buf[offset, limit); returns the offset after
+ * the record, or -1 when it does not fit. `natBinding` is the reserved NAT extension.
+ */
 function encodeState(
   kind: number,
   buf: Uint8Array,
   offset: number,
   limit: number,
-  bucket: number,
   s: ConnectionSnapshot,
   nowMs: number,
+  windows: boolean,
   natBinding: Uint8Array | null,
 ): number {
   assertKey(s);
   assert(limit <= buf.length && offset >= 0, "encode bounds outside the buffer");
-  assert(isU8(s.state) && s.state <= CONN_STATE_MAX, "state out of range");
-  assert(natBinding === null || natBinding.length <= RECORD_EXTENSION_VALUE_BYTES_MAX, "NAT binding too long");
+  assert(isU8(s.state) && s.state < STATE_TIMEOUT_MS.length, "state out of range");
+  assert(natBinding === null || natBinding.length + 2 <= RECORD_EXTENSION_BYTES_MAX, "NAT binding too long");
   const tcp = s.tcp !== null;
-  const length = stateRecordBytes(s.src.length, tcp) + (natBinding === null ? 0 : 2 + natBinding.length);
+  const withWindows = tcp && windows;
+  const seconds = remainingSecondsOf(s.expiresAtMs, nowMs);
+  // The state's full timeout (what the packet that changed the state gave it) needs no bytes.
+  const defaultExpiry = STATE_TIMEOUT_MS[s.state]! > 0 && seconds * 1000 === STATE_TIMEOUT_MS[s.state]!;
+  const length =
+    1 +
+    keyBytes(s.src.length, s.zone) +
+    (defaultExpiry ? 0 : expiryBytes(seconds)) +
+    (tcp ? RECORD_TCP_BYTES : 0) +
+    (withWindows ? RECORD_TCP_WINDOWS_BYTES : 0) +
+    (natBinding === null ? 0 : 3 + natBinding.length);
   if (offset + length > limit) return -1;
-  writeHeader(buf, offset, kind, length, bucket);
-  const stateFlags = (s.seenReply ? KeyFlag.SEEN_REPLY : 0) | (s.assured ? KeyFlag.ASSURED : 0) | (tcp ? KeyFlag.TCP : 0);
-  let p = writeKey(buf, offset + RECORD_HEADER_BYTES, s, stateFlags);
-  buf[p] = s.state;
-  w32(buf, p + 1, remainingMsOf(s.expiresAtMs, nowMs));
-  p += 5;
+  buf[offset] = kind | (s.state << 4);
+  const flags =
+    (s.seenReply ? KeyFlag.SEEN_REPLY : 0) |
+    (s.assured ? KeyFlag.ASSURED : 0) |
+    (tcp ? KeyFlag.TCP : 0) |
+    (withWindows ? KeyFlag.WINDOWS : 0) |
+    (defaultExpiry ? KeyFlag.DEFAULT_EXPIRY : 0) |
+    (natBinding !== null ? KeyFlag.EXTENSIONS : 0);
+  let p = writeKey(buf, offset + 1, s, flags);
+  if (!defaultExpiry) p = writeExpiry(buf, p, seconds);
   if (s.tcp !== null) {
-    writeTcpDirection(buf, p, s.tcp.original);
-    writeTcpDirection(buf, p + RECORD_TCP_DIRECTION_BYTES, s.tcp.reply);
-    p += 2 * RECORD_TCP_DIRECTION_BYTES;
+    const o = s.tcp.original;
+    const r = s.tcp.reply;
+    assert(isU8(o.scale) && o.scale <= TCP_SCALE_MAX && isU8(r.scale) && r.scale <= TCP_SCALE_MAX, "TCP window scale 0..14");
+    assert(isU8(o.flags) && isU8(r.flags), "TCP direction flags are a u8");
+    buf[p] = (o.scale << 4) | r.scale;
+    buf[p + 1] = o.flags;
+    buf[p + 2] = r.flags;
+    p += RECORD_TCP_BYTES;
+    if (withWindows) {
+      assert(isU32(o.end) && isU32(o.maxEnd) && isU32(o.maxWindow) && isU32(r.end) && isU32(r.maxEnd) && isU32(r.maxWindow), "TCP window fields are u32");
+      w32(buf, p, o.end);
+      w32(buf, p + 4, o.maxEnd);
+      w32(buf, p + 8, o.maxWindow);
+      w32(buf, p + 12, r.end);
+      w32(buf, p + 16, r.maxEnd);
+      w32(buf, p + 20, r.maxWindow);
+      p += RECORD_TCP_WINDOWS_BYTES;
+    }
   }
   if (natBinding !== null) {
-    buf[p] = RecordExtension.NAT_BINDING;
-    buf[p + 1] = natBinding.length;
-    buf.set(natBinding, p + 2);
-    p += 2 + natBinding.length;
+    buf[p] = 2 + natBinding.length;
+    buf[p + 1] = RecordExtension.NAT_BINDING;
+    buf[p + 2] = natBinding.length;
+    buf.set(natBinding, p + 3);
+    p += 3 + natBinding.length;
   }
   assert(p === offset + length, "state record length mismatch");
   return p;
 }
 
-/**
- * CREATE: the full connection. Writes into buf[offset, limit); returns the offset after the
- * record, or -1 when it does not fit. `natBinding` is the reserved NAT extension (null today).
- */
+/** CREATE: the full connection. See encodeState for the arguments. */
 export function encodeCreate(
   buf: Uint8Array,
   offset: number,
   limit: number,
-  bucket: number,
   s: ConnectionSnapshot,
   nowMs: number,
+  windows = true,
   natBinding: Uint8Array | null = null,
 ): number {
-  return encodeState(RecordKind.CREATE, buf, offset, limit, bucket, s, nowMs, natBinding);
+  return encodeState(RecordKind.CREATE, buf, offset, limit, s, nowMs, windows, natBinding);
 }
 
 /** UPDATE: a state transition or NAT binding change; same layout as CREATE. */
@@ -268,51 +309,45 @@ export function encodeUpdate(
   buf: Uint8Array,
   offset: number,
   limit: number,
-  bucket: number,
   s: ConnectionSnapshot,
   nowMs: number,
+  windows = true,
   natBinding: Uint8Array | null = null,
 ): number {
-  return encodeState(RecordKind.UPDATE, buf, offset, limit, bucket, s, nowMs, natBinding);
+  return encodeState(RecordKind.UPDATE, buf, offset, limit, s, nowMs, windows, natBinding);
 }
 
 /** DELETE: the key only. */
-export function encodeDelete(buf: Uint8Array, offset: number, limit: number, bucket: number, key: FlowKey): number {
+export function encodeDelete(buf: Uint8Array, offset: number, limit: number, key: FlowKey): number {
   assertKey(key);
   assert(limit <= buf.length && offset >= 0, "encode bounds outside the buffer");
-  const length = deleteRecordBytes(key.src.length);
+  const length = deleteRecordBytes(key.src.length, key.zone);
   if (offset + length > limit) return -1;
-  writeHeader(buf, offset, RecordKind.DELETE, length, bucket);
-  return writeKey(buf, offset + RECORD_HEADER_BYTES, key, 0);
+  buf[offset] = RecordKind.DELETE;
+  return writeKey(buf, offset + 1, key, 0);
 }
 
-/** REFRESH: the key and the new remaining idle time. Prefer RefreshCoalescer on the packet path. */
-export function encodeRefresh(
-  buf: Uint8Array,
-  offset: number,
-  limit: number,
-  bucket: number,
-  key: FlowKey,
-  remainingMs: number,
-): number {
+/** REFRESH: the key and the new remaining idle time (rounded up to whole seconds). */
+export function encodeRefresh(buf: Uint8Array, offset: number, limit: number, key: FlowKey, remainingMs: number): number {
   assertKey(key);
   assert(limit <= buf.length && offset >= 0, "encode bounds outside the buffer");
-  assert(isU32(remainingMs), "remainingMs is a u32");
-  const length = refreshRecordBytes(key.src.length);
+  assert(remainingMs >= 0, "remainingMs is not negative");
+  const seconds = remainingSecondsOf(remainingMs, 0);
+  const length = deleteRecordBytes(key.src.length, key.zone) + expiryBytes(seconds);
   if (offset + length > limit) return -1;
-  writeHeader(buf, offset, RecordKind.REFRESH, length, bucket);
-  const p = writeKey(buf, offset + RECORD_HEADER_BYTES, key, 0);
-  w32(buf, p, remainingMs);
-  return p + 4;
+  buf[offset] = RecordKind.REFRESH;
+  const p = writeKey(buf, offset + 1, key, 0);
+  return writeExpiry(buf, p, seconds);
 }
 
 function encodeBulk(kind: number, buf: Uint8Array, offset: number, limit: number, bucket: number, recordCount: number, digest: number): number {
   assert(limit <= buf.length && offset >= 0, "encode bounds outside the buffer");
-  assert(isU32(recordCount) && isU32(digest), "record count and digest are u32");
+  assert(isU32(bucket) && isU32(recordCount) && isU32(digest), "bucket, record count and digest are u32");
   if (offset + BULK_RECORD_BYTES > limit) return -1;
-  writeHeader(buf, offset, kind, BULK_RECORD_BYTES, bucket);
-  w32(buf, offset + RECORD_HEADER_BYTES, recordCount);
-  w32(buf, offset + RECORD_HEADER_BYTES + 4, digest);
+  buf[offset] = kind;
+  w32(buf, offset + 1, bucket);
+  w32(buf, offset + 5, recordCount);
+  w32(buf, offset + 9, digest);
   return offset + BULK_RECORD_BYTES;
 }
 
@@ -349,9 +384,9 @@ export function encodeDigestList(
   assert(start >= 0 && start + count <= buckets.length && start + count <= digests.length, "digest pairs out of range");
   const length = digestListRecordBytes(count);
   if (offset + length > limit) return -1;
-  writeHeader(buf, offset, kind, length, count > 0 ? buckets[start]! : 0);
-  w16(buf, offset + RECORD_HEADER_BYTES, count);
-  let p = offset + RECORD_HEADER_BYTES + 2;
+  buf[offset] = kind;
+  w16(buf, offset + 1, count);
+  let p = offset + 3;
   for (let i = 0; i < count; i++) {
     const bucket = buckets[start + i]!;
     const digest = digests[start + i]!;
@@ -366,8 +401,10 @@ export function encodeDigestList(
 /** RESYNC_REQUEST: the backup asks the owner for a bulk transfer of `bucket`. */
 export function encodeResyncRequest(buf: Uint8Array, offset: number, limit: number, bucket: number): number {
   assert(limit <= buf.length && offset >= 0, "encode bounds outside the buffer");
+  assert(isU32(bucket), "bucket is a u32");
   if (offset + RESYNC_REQUEST_RECORD_BYTES > limit) return -1;
-  writeHeader(buf, offset, RecordKind.RESYNC_REQUEST, RESYNC_REQUEST_RECORD_BYTES, bucket);
+  buf[offset] = RecordKind.RESYNC_REQUEST;
+  w32(buf, offset + 1, bucket);
   return offset + RESYNC_REQUEST_RECORD_BYTES;
 }
 
@@ -384,16 +421,20 @@ function newDirection(): TcpDirectionSnapshot {
 export class DecodedRecord {
   kind = 0;
   error: RecordError = RecordError.NONE;
-  bucket = 0;
+  /** BULK_*, RESYNC_REQUEST and the first pair of a digest list: the bucket on the wire; -1 for key records (derived by the receiver). */
+  bucket = -1;
   /** Where the record sits in the decoded buffer. */
   recordOffset = 0;
   recordLength = 0;
-  // Key (CREATE, UPDATE, DELETE, REFRESH). Addresses are the first addressLength bytes.
+  // Key (CREATE, UPDATE, DELETE, REFRESH). Addresses are the first addressLength bytes of src
+  // and dst (copies), and also buf[srcOffset..] / buf[dstOffset..] of the decoded buffer.
   zone = 0;
   protocol = 0;
   addressLength = 0;
   readonly src = new Uint8Array(16);
   readonly dst = new Uint8Array(16);
+  srcOffset = 0;
+  dstOffset = 0;
   srcPort = 0;
   dstPort = 0;
   // CREATE, UPDATE (remainingMs also REFRESH)
@@ -402,6 +443,8 @@ export class DecodedRecord {
   seenReply = false;
   assured = false;
   hasTcp = false;
+  /** The record carried TCP windows; without, tcpOriginal/tcpReply windows are 0 ("not known"). */
+  hasWindows = false;
   readonly tcpOriginal: TcpDirectionSnapshot = newDirection();
   readonly tcpReply: TcpDirectionSnapshot = newDirection();
   /** NAT binding extension: offset of its value in the decoded buffer, -1 when absent. */
@@ -421,65 +464,118 @@ function fail(out: DecodedRecord, error: RecordError): number {
   return -1;
 }
 
-/** Reads a key at p within the record ending at end; returns the offset after it or -1. */
+/** Reads a key at p (flags byte first) within buf[.., end); returns the offset after it or -1. */
 function readKey(buf: Uint8Array, p: number, end: number, out: DecodedRecord, allowedFlags: number): number {
-  if (p + RECORD_KEY_BYTES_V4 > end) return fail(out, RecordError.BAD_LENGTH);
-  const flags = buf[p + 3]!;
+  if (p + 2 > end) return fail(out, RecordError.TRUNCATED);
+  const flags = buf[p]!;
   if ((flags & ~allowedFlags) !== 0) return fail(out, RecordError.BAD_FIELD);
   const addressLength = (flags & KeyFlag.IPV6) !== 0 ? 16 : 4;
-  if (p + keyBytes(addressLength) > end) return fail(out, RecordError.BAD_LENGTH);
-  out.zone = r16(buf, p);
-  out.protocol = buf[p + 2]!;
+  const hasZone = (flags & KeyFlag.ZONE) !== 0;
+  if (p + 2 + (hasZone ? 2 : 0) + 2 * addressLength + 4 > end) return fail(out, RecordError.TRUNCATED);
+  out.protocol = buf[p + 1]!;
+  p += 2;
+  if (hasZone) {
+    out.zone = r16(buf, p);
+    // Zone 0 has one encoding (no field), so equal keys are equal bytes.
+    if (out.zone === 0) return fail(out, RecordError.BAD_FIELD);
+    p += 2;
+  } else {
+    out.zone = 0;
+  }
   out.addressLength = addressLength;
   out.seenReply = (flags & KeyFlag.SEEN_REPLY) !== 0;
   out.assured = (flags & KeyFlag.ASSURED) !== 0;
   out.hasTcp = (flags & KeyFlag.TCP) !== 0;
-  p += 4;
-  for (let i = 0; i < addressLength; i++) out.src[i] = buf[p + i]!;
+  out.hasWindows = (flags & KeyFlag.WINDOWS) !== 0;
+  out.srcOffset = p;
+  const src = out.src;
+  const dst = out.dst;
+  for (let i = 0; i < addressLength; i++) src[i] = buf[p + i]!;
   p += addressLength;
-  for (let i = 0; i < addressLength; i++) out.dst[i] = buf[p + i]!;
+  out.dstOffset = p;
+  for (let i = 0; i < addressLength; i++) dst[i] = buf[p + i]!;
   p += addressLength;
   out.srcPort = r16(buf, p);
   out.dstPort = r16(buf, p + 2);
   return p + 4;
 }
 
-function readTcpDirection(buf: Uint8Array, p: number, d: TcpDirectionSnapshot): boolean {
-  d.end = r32(buf, p);
-  d.maxEnd = r32(buf, p + 4);
-  d.maxWindow = r32(buf, p + 8);
-  d.scale = buf[p + 12]!;
-  d.flags = buf[p + 13]!;
-  return d.scale <= TCP_SCALE_MAX;
+/** Reads a LEB128 expiry at p into out.remainingMs; returns the offset after it or -1. */
+function readExpiry(buf: Uint8Array, p: number, end: number, out: DecodedRecord): number {
+  let seconds = 0;
+  for (let i = 0; i < RECORD_EXPIRY_BYTES_MAX; i++) {
+    if (p >= end) return fail(out, RecordError.TRUNCATED);
+    const byte = buf[p++]!;
+    seconds |= (byte & 0x7f) << (7 * i);
+    if ((byte & 0x80) === 0) {
+      // One encoding per value: no trailing zero groups.
+      if (byte === 0 && i > 0) return fail(out, RecordError.BAD_FIELD);
+      out.remainingMs = seconds * 1000;
+      return p;
+    }
+  }
+  return fail(out, RecordError.BAD_FIELD);
 }
 
 function readState(buf: Uint8Array, p: number, end: number, out: DecodedRecord): number {
-  p = readKey(buf, p, end, out, KeyFlag.IPV6 | KeyFlag.SEEN_REPLY | KeyFlag.ASSURED | KeyFlag.TCP);
+  const flagsAt = p;
+  p = readKey(buf, p, end, out, 0xff);
   if (p < 0) return -1;
-  if (p + 5 > end) return fail(out, RecordError.BAD_LENGTH);
-  out.state = buf[p]!;
-  if (out.state > CONN_STATE_MAX) return fail(out, RecordError.BAD_FIELD);
-  out.remainingMs = r32(buf, p + 1);
-  p += 5;
+  const flags = buf[flagsAt]!;
+  if ((flags & KeyFlag.DEFAULT_EXPIRY) !== 0) {
+    const timeout = STATE_TIMEOUT_MS[out.state] ?? 0;
+    if (timeout === 0) return fail(out, RecordError.BAD_FIELD);
+    out.remainingMs = timeout;
+  } else {
+    p = readExpiry(buf, p, end, out);
+    if (p < 0) return -1;
+  }
+  const o = out.tcpOriginal;
+  const r = out.tcpReply;
   if (out.hasTcp) {
-    if (p + 2 * RECORD_TCP_DIRECTION_BYTES > end) return fail(out, RecordError.BAD_LENGTH);
-    if (!readTcpDirection(buf, p, out.tcpOriginal)) return fail(out, RecordError.BAD_FIELD);
-    if (!readTcpDirection(buf, p + RECORD_TCP_DIRECTION_BYTES, out.tcpReply)) return fail(out, RecordError.BAD_FIELD);
-    p += 2 * RECORD_TCP_DIRECTION_BYTES;
+    if (p + RECORD_TCP_BYTES > end) return fail(out, RecordError.TRUNCATED);
+    const scales = buf[p]!;
+    o.scale = scales >>> 4;
+    r.scale = scales & 0xf;
+    if (o.scale > TCP_SCALE_MAX || r.scale > TCP_SCALE_MAX) return fail(out, RecordError.BAD_FIELD);
+    o.flags = buf[p + 1]!;
+    r.flags = buf[p + 2]!;
+    p += RECORD_TCP_BYTES;
+    if (out.hasWindows) {
+      if (p + RECORD_TCP_WINDOWS_BYTES > end) return fail(out, RecordError.TRUNCATED);
+      o.end = r32(buf, p);
+      o.maxEnd = r32(buf, p + 4);
+      o.maxWindow = r32(buf, p + 8);
+      r.end = r32(buf, p + 12);
+      r.maxEnd = r32(buf, p + 16);
+      r.maxWindow = r32(buf, p + 20);
+      p += RECORD_TCP_WINDOWS_BYTES;
+    } else {
+      o.end = o.maxEnd = o.maxWindow = 0;
+      r.end = r.maxEnd = r.maxWindow = 0;
+    }
+  } else if (out.hasWindows) {
+    return fail(out, RecordError.BAD_FIELD);
   }
   out.natOffset = -1;
   out.natLength = 0;
-  // Extensions up to the record's end; each is bounded by the record, so the loop is too.
-  while (p < end) {
-    if (p + 2 > end) return fail(out, RecordError.BAD_FIELD);
-    const type = buf[p]!;
-    const length = buf[p + 1]!;
-    if (p + 2 + length > end) return fail(out, RecordError.BAD_FIELD);
-    if (type === RecordExtension.NAT_BINDING) {
-      out.natOffset = p + 2;
-      out.natLength = length;
+  if ((flags & KeyFlag.EXTENSIONS) !== 0) {
+    if (p >= end) return fail(out, RecordError.TRUNCATED);
+    const areaEnd = p + 1 + buf[p]!;
+    if (areaEnd > end) return fail(out, RecordError.TRUNCATED);
+    p++;
+    // Each extension is bounded by the area, so the loop is too.
+    while (p < areaEnd) {
+      if (p + 2 > areaEnd) return fail(out, RecordError.BAD_FIELD);
+      const type = buf[p]!;
+      const length = buf[p + 1]!;
+      if (p + 2 + length > areaEnd) return fail(out, RecordError.BAD_FIELD);
+      if (type === RecordExtension.NAT_BINDING) {
+        out.natOffset = p + 2;
+        out.natLength = length;
+      }
+      p += 2 + length;
     }
-    p += 2 + length;
   }
   return p;
 }
@@ -490,45 +586,43 @@ function readState(buf: Uint8Array, p: number, end: number, out: DecodedRecord):
  */
 export function decodeRecord(buf: Uint8Array, offset: number, end: number, out: DecodedRecord): number {
   out.error = RecordError.NONE;
-  if (offset < 0 || end > buf.length || end - offset < RECORD_HEADER_BYTES) return fail(out, RecordError.TRUNCATED);
-  const kind = buf[offset]!;
-  const length = r16(buf, offset + 1);
-  if (length < RECORD_HEADER_BYTES) return fail(out, RecordError.BAD_LENGTH);
-  if (offset + length > end) return fail(out, RecordError.TRUNCATED);
-  const recordEnd = offset + length;
+  if (offset < 0 || end > buf.length || offset >= end) return fail(out, RecordError.TRUNCATED);
+  const first = buf[offset]!;
+  const kind = first & KIND_MASK;
+  const state = first >>> 4;
   out.kind = kind;
-  out.bucket = r32(buf, offset + 3);
+  out.bucket = -1;
   out.recordOffset = offset;
-  out.recordLength = length;
-  let p = offset + RECORD_HEADER_BYTES;
+  if (state !== 0 && kind !== RecordKind.CREATE && kind !== RecordKind.UPDATE) return fail(out, RecordError.BAD_KIND);
+  let p = offset + 1;
   switch (kind) {
     case RecordKind.CREATE:
     case RecordKind.UPDATE:
-      p = readState(buf, p, recordEnd, out);
+      out.state = state;
+      p = readState(buf, p, end, out);
       break;
     case RecordKind.DELETE:
-      p = readKey(buf, p, recordEnd, out, KeyFlag.IPV6);
+      p = readKey(buf, p, end, out, KEY_ONLY_FLAGS);
       break;
     case RecordKind.REFRESH:
-      p = readKey(buf, p, recordEnd, out, KeyFlag.IPV6);
+      p = readKey(buf, p, end, out, KEY_ONLY_FLAGS);
       if (p < 0) return -1;
-      if (p + 4 > recordEnd) return fail(out, RecordError.BAD_LENGTH);
-      out.remainingMs = r32(buf, p);
-      p += 4;
+      p = readExpiry(buf, p, end, out);
       break;
     case RecordKind.BULK_BEGIN:
     case RecordKind.BULK_END:
-      if (length !== BULK_RECORD_BYTES) return fail(out, RecordError.BAD_LENGTH);
-      out.recordCount = r32(buf, p);
-      out.digest = r32(buf, p + 4);
-      p += 8;
+      if (offset + BULK_RECORD_BYTES > end) return fail(out, RecordError.TRUNCATED);
+      out.bucket = r32(buf, p);
+      out.recordCount = r32(buf, p + 4);
+      out.digest = r32(buf, p + 8);
+      p += 12;
       break;
     case RecordKind.DIGEST_REQUEST:
     case RecordKind.DIGEST_REPLY: {
-      if (p + 2 > recordEnd) return fail(out, RecordError.BAD_LENGTH);
+      if (p + 2 > end) return fail(out, RecordError.TRUNCATED);
       const count = r16(buf, p);
       if (count > DIGEST_PAIRS_MAX) return fail(out, RecordError.BAD_FIELD);
-      if (length !== digestListRecordBytes(count)) return fail(out, RecordError.BAD_LENGTH);
+      if (offset + digestListRecordBytes(count) > end) return fail(out, RecordError.BAD_LENGTH);
       p += 2;
       for (let i = 0; i < count; i++) {
         out.pairBuckets[i] = r32(buf, p);
@@ -536,27 +630,25 @@ export function decodeRecord(buf: Uint8Array, offset: number, end: number, out: 
         p += RECORD_DIGEST_PAIR_BYTES;
       }
       out.pairCount = count;
+      out.bucket = count > 0 ? out.pairBuckets[0]! : 0;
       break;
     }
     case RecordKind.RESYNC_REQUEST:
-      if (length !== RESYNC_REQUEST_RECORD_BYTES) return fail(out, RecordError.BAD_LENGTH);
+      if (offset + RESYNC_REQUEST_RECORD_BYTES > end) return fail(out, RecordError.TRUNCATED);
+      out.bucket = r32(buf, p);
+      p += 4;
       break;
     default:
       return fail(out, RecordError.BAD_KIND);
   }
   if (p < 0) return -1;
-  if (p !== recordEnd) return fail(out, RecordError.BAD_LENGTH);
+  out.recordLength = p - offset;
   return p;
 }
 
-/** Reads only the common header: the bucket of the record at offset (the caller knows it is whole). */
-export function recordBucketAt(buf: Uint8Array, offset: number): number {
-  return r32(buf, offset + 3);
-}
-
-/** Reads only the common header: the kind of the record at offset. */
+/** Reads only the kind of the record at offset. */
 export function recordKindAt(buf: Uint8Array, offset: number): number {
-  return buf[offset]!;
+  return buf[offset]! & KIND_MASK;
 }
 
 /** True for records that carry connection state of their bucket (losing one needs a resync). */
@@ -564,7 +656,7 @@ export function isStateRecordKind(kind: number): boolean {
   return kind >= RecordKind.CREATE && kind <= RecordKind.BULK_END;
 }
 
-// ---- slow-path conversions (allocate; API, tests, applying records to a table) ----------
+// ---- slow-path conversions (allocate; API and tests) ------------------------------------
 
 /** The flow key of a decoded key-carrying record, as fresh values. */
 export function flowKeyOfRecord(rec: DecodedRecord): FlowKey {
@@ -596,144 +688,8 @@ export function snapshotOfRecord(rec: DecodedRecord, nowMs: number): ConnectionS
   };
 }
 
-// ---- refresh coalescing ------------------------------------------------------------------
-
 /** Where records go: the channel implements it (channel.ts). */
 export interface RecordSink {
   /** Appends one whole record, bytes[offset, offset + length). The sink copies it. */
   enqueue(bytes: Uint8Array, offset: number, length: number, nowMs: number): void;
-}
-
-/**
- * At most one pending REFRESH per flow key. The packet path calls note() for every packet that
- * extends a connection's idle timer; the sync agent calls drainTo() when it flushes (at least
- * every FLUSH_INTERVAL_MS), so a busy flow costs one REFRESH per flush, not one per packet.
- * Before it sends an UPDATE or DELETE of a key the agent calls cancel(key): a refresh noted
- * under the old state must not follow the transition and stretch the new state's timeout.
- *
- *   entries (insertion order, dense):  [key bytes | bucket | expiresAtMs | live] * capacity
- *   index (open addressing, linear probing, 2x capacity, power of two): slot -> entry or -1
- *
- * Memory is fixed at construction; nothing is allocated per note. A cancelled key keeps its
- * entry (and its room) until the next drain, so cancel never reorders the dense array.
- */
-export class RefreshCoalescer {
-  readonly capacity: number;
-  private readonly keys: Uint8Array;
-  private readonly keyLengths: Uint8Array;
-  private readonly buckets: Uint32Array;
-  private readonly expiresAtMs: Float64Array;
-  private readonly live: Uint8Array;
-  private readonly slotOfEntry: Int32Array;
-  private readonly index: Int32Array;
-  private readonly indexMask: number;
-  private readonly scratch: Uint8Array;
-  /** Entries used, cancelled ones included. */
-  private used = 0;
-  /** Live entries: refreshes that drainTo() will send. */
-  pending = 0;
-
-  constructor(capacity = REFRESH_PENDING_MAX) {
-    assert(Number.isInteger(capacity) && capacity >= 1 && capacity <= 1 << 24, "coalescer capacity out of range");
-    this.capacity = capacity;
-    // One spare entry past the end is the scratch area for a candidate key when full.
-    this.keys = new Uint8Array((capacity + 1) * RECORD_KEY_BYTES_MAX);
-    this.keyLengths = new Uint8Array(capacity);
-    this.buckets = new Uint32Array(capacity);
-    this.expiresAtMs = new Float64Array(capacity);
-    this.live = new Uint8Array(capacity);
-    this.slotOfEntry = new Int32Array(capacity);
-    let size = 2;
-    while (size < capacity * 2) size *= 2;
-    this.index = new Int32Array(size).fill(-1);
-    this.indexMask = size - 1;
-    this.scratch = new Uint8Array(RECORD_HEADER_BYTES + RECORD_KEY_BYTES_MAX + 4);
-  }
-
-  /**
-   * Notes that `key` (in `bucket`) now expires at `expiresAtMs` (owner clock). Returns false,
-   * changing nothing, when the key is new and the coalescer is full: drain, then note again.
-   */
-  note(bucket: number, key: FlowKey, expiresAtMs: number): boolean {
-    assert(isU32(bucket), "bucket is a u32");
-    assertKey(key);
-    const candidate = this.used < this.capacity ? this.used : this.capacity;
-    const length = writeKey(this.keys, candidate * RECORD_KEY_BYTES_MAX, key, 0) - candidate * RECORD_KEY_BYTES_MAX;
-    const slot = this.findSlot(candidate * RECORD_KEY_BYTES_MAX, length);
-    const entry = this.index[slot]!;
-    if (entry >= 0) {
-      this.buckets[entry] = bucket;
-      this.expiresAtMs[entry] = expiresAtMs;
-      if (this.live[entry] === 0) {
-        this.live[entry] = 1;
-        this.pending++;
-      }
-      return true;
-    }
-    if (this.used === this.capacity) return false;
-    const e = this.used++;
-    this.keyLengths[e] = length;
-    this.buckets[e] = bucket;
-    this.expiresAtMs[e] = expiresAtMs;
-    this.live[e] = 1;
-    this.slotOfEntry[e] = slot;
-    this.index[slot] = e;
-    this.pending++;
-    return true;
-  }
-
-  /** Forgets a pending refresh of `key` (before an UPDATE or DELETE of it). True if one was pending. */
-  cancel(key: FlowKey): boolean {
-    assertKey(key);
-    const candidate = this.used < this.capacity ? this.used : this.capacity;
-    const length = writeKey(this.keys, candidate * RECORD_KEY_BYTES_MAX, key, 0) - candidate * RECORD_KEY_BYTES_MAX;
-    const entry = this.index[this.findSlot(candidate * RECORD_KEY_BYTES_MAX, length)]!;
-    if (entry < 0 || this.live[entry] === 0) return false;
-    this.live[entry] = 0;
-    this.pending--;
-    return true;
-  }
-
-  /** Sends every pending refresh to `sink` (in first-noted order) and empties the coalescer. Returns the count sent. */
-  drainTo(sink: RecordSink, nowMs: number): number {
-    const scratch = this.scratch;
-    let sent = 0;
-    for (let e = 0; e < this.used; e++) {
-      this.index[this.slotOfEntry[e]!] = -1;
-      if (this.live[e] === 0) continue;
-      const keyLength = this.keyLengths[e]!;
-      const length = RECORD_HEADER_BYTES + keyLength + 4;
-      writeHeader(scratch, 0, RecordKind.REFRESH, length, this.buckets[e]!);
-      const from = e * RECORD_KEY_BYTES_MAX;
-      for (let i = 0; i < keyLength; i++) scratch[RECORD_HEADER_BYTES + i] = this.keys[from + i]!;
-      w32(scratch, RECORD_HEADER_BYTES + keyLength, remainingMsOf(this.expiresAtMs[e]!, nowMs));
-      sink.enqueue(scratch, 0, length, nowMs);
-      sent++;
-    }
-    this.used = 0;
-    this.pending = 0;
-    return sent;
-  }
-
-  /** The index slot holding the key at keys[keyOffset, +length), or the empty slot where it would go. */
-  private findSlot(keyOffset: number, length: number): number {
-    const keys = this.keys;
-    let h = length;
-    for (let i = 0; i < length; i += 4) h = mixWord(h, r32(keys, keyOffset + i));
-    let slot = fmix32(h) & this.indexMask;
-    // Bounded: the index is at least twice the entries, so an empty slot always exists.
-    for (let probes = 0; probes <= this.indexMask; probes++) {
-      const entry = this.index[slot]!;
-      if (entry < 0) return slot;
-      if (this.keyLengths[entry] === length && bytesEqual(keys, entry * RECORD_KEY_BYTES_MAX, keyOffset, length)) return slot;
-      slot = (slot + 1) & this.indexMask;
-    }
-    assert(false, "refresh coalescer index has no empty slot");
-    return -1;
-  }
-}
-
-function bytesEqual(buf: Uint8Array, a: number, b: number, length: number): boolean {
-  for (let i = 0; i < length; i++) if (buf[a + i] !== buf[b + i]) return false;
-  return true;
 }

@@ -95,7 +95,9 @@ export class SimDistributor {
         const toServer = isServerAddress(this.view.dst4);
         assert(toServer === m.fromClient, "egress frame's destination disagrees with its direction");
         s.framesToSites++;
-        this.network.send(frameMessage(DISTRIBUTOR, toServer ? SERVER_SITE : CLIENT_SITE, "host", "frame", m.bytes, m.flow, m.fromClient, 0));
+        const out = frameMessage(DISTRIBUTOR, toServer ? SERVER_SITE : CLIENT_SITE, "host", "frame", m.bytes, m.flow, m.fromClient, 0);
+        out.processedAtMs = m.processedAtMs;
+        this.network.send(out);
         return;
       }
       case "correct": {

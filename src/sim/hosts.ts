@@ -21,8 +21,8 @@
 // advance when the peer acknowledged them; every frame sent goes through `transmit`, so the
 // packet accounting sees it. Allocation is fine here: this is the simulator, not a data path.
 
-import { packet } from "../packet/builder.js";
-import { formatIpv4 } from "../packet/addr.js";
+import { packet, parseMac, type PacketBuilder } from "../packet/builder.js";
+import { formatIpv4, parseIpv4 } from "../packet/addr.js";
 import { parseFrame } from "../packet/parse.js";
 import { IpProto, LinkType, PacketView, TcpFlag } from "../packet/view.js";
 import { assert } from "../stdx/assert.js";
@@ -49,10 +49,16 @@ export interface FlowSpec {
 /** First retransmission timeout; it doubles per retry up to RTO_MAX_MS. */
 export const RTO_INITIAL_MS = 60;
 export const RTO_MAX_MS = 1000;
-/** Retransmissions of one segment before the flow gives up (about 4.9 s in all). */
-export const RETRIES_MAX = 8;
+/**
+ * Retransmissions of one segment before the flow gives up (about 8.9 s in all). A round trip
+ * crosses 8 lossy links; at 5% loss each, it fails with p = 0.34, so 13 failures in a row (a
+ * give-up caused by random loss alone) have p = 8e-7: a give-up means the cluster lost the flow.
+ */
+export const RETRIES_MAX = 12;
 const WINDOW = 64240;
 const WSCALE = 7;
+const CLIENT_SIDE_MAC = parseMac("02:00:00:00:0c:01");
+const GATEWAY_MAC = parseMac("02:00:00:00:0a:01");
 
 export interface MemberDrop {
   timeMs: number;
@@ -63,6 +69,8 @@ export interface MemberDrop {
 export class FlowRecord {
   /** Virtual time the handshake completed (see the file header), -1 before. */
   handshakeAtMs = -1;
+  /** When the cluster member forwarded the frame that completed it (the owner's view), -1 before. */
+  handshakeProcessedAtMs = -1;
   completedAtMs = -1;
   failedAtMs = -1;
   failedReason: string | null = null;
@@ -115,8 +123,16 @@ class Flow {
   pendingExchange = -1;
   /** Every end timer and think timer, for cancellation when the flow ends. */
   thinkTimer: SimEvent | null = null;
+  readonly client4: number;
+  readonly server4: number;
 
-  constructor(readonly record: FlowRecord) {}
+  constructor(readonly record: FlowRecord) {
+    const c = parseIpv4(record.spec.clientAddress);
+    const s = parseIpv4(record.spec.serverAddress);
+    assert(c !== null && s !== null, "flows are IPv4");
+    this.client4 = c;
+    this.server4 = s;
+  }
 }
 
 export class HostStats {
@@ -136,6 +152,8 @@ export class Hosts {
   private readonly state: Flow[] = [];
   private readonly view = new PacketView();
   private readonly payloads = new Map<number, Uint8Array>();
+  /** processedAtMs of the frame being delivered. */
+  private processedAtMs = -1;
 
   constructor(
     private readonly queue: EventQueue,
@@ -160,8 +178,12 @@ export class Hosts {
     return this.stats.flowsStarted - this.stats.flowsCompleted - this.stats.flowsFailed;
   }
 
-  /** A frame arrived at a site for flow `flowId` (the network carries the flow id). */
-  deliver(flowId: number, toClient: boolean, frame: Uint8Array): void {
+  /**
+   * A frame arrived at a site for flow `flowId` (the network carries the flow id), forwarded
+   * by a member at `processedAtMs` (simulator bookkeeping for the invariants).
+   */
+  deliver(flowId: number, toClient: boolean, frame: Uint8Array, processedAtMs = -1): void {
+    this.processedAtMs = processedAtMs;
     this.stats.framesReceived++;
     const flow = this.state[flowId]!;
     const record = flow.record;
@@ -374,6 +396,7 @@ export class Hosts {
       if (!ackedNow) return;
       s.state = TcpState.ESTABLISHED;
       flow.record.handshakeAtMs = this.queue.nowMs;
+      flow.record.handshakeProcessedAtMs = this.processedAtMs;
     } else if (ackedNow && s.state === TcpState.FIN_SENT) {
       s.state = TcpState.DONE;
       if (flow.client.state === TcpState.TIME_WAIT) this.complete(flow);
@@ -438,9 +461,7 @@ export class Hosts {
     const spec = flow.record.spec;
     const fromClient = end.isClient;
     const syn = (flags & TcpFlag.SYN) !== 0;
-    const b = packet()
-      .ethernet(fromClient ? { src: "02:00:00:00:0c:01", dst: "02:00:00:00:0a:01" } : { src: "02:00:00:00:0a:01", dst: "02:00:00:00:0c:01" })
-      .ipv4(fromClient ? { src: spec.clientAddress, dst: spec.serverAddress, ttl: 64, df: true } : { src: spec.serverAddress, dst: spec.clientAddress, ttl: 64, df: true })
+    const b = this.ipFrame(flow, fromClient, true)
       .tcp({
         sport: fromClient ? spec.clientPort : spec.serverPort,
         dport: fromClient ? spec.serverPort : spec.clientPort,
@@ -500,7 +521,10 @@ export class Hosts {
     c.timer = null;
     c.outFlags = 0;
     flow.pendingExchange = -1;
-    if (flow.record.handshakeAtMs < 0) flow.record.handshakeAtMs = this.queue.nowMs;
+    if (flow.record.handshakeAtMs < 0) {
+      flow.record.handshakeAtMs = this.queue.nowMs;
+      flow.record.handshakeProcessedAtMs = this.processedAtMs;
+    }
     c.exchangesDone++;
     if (c.exchangesDone >= spec.exchanges) {
       this.complete(flow);
@@ -516,9 +540,7 @@ export class Hosts {
 
   private emitDatagram(flow: Flow, fromClient: boolean, exchange: number): void {
     const spec = flow.record.spec;
-    const b = packet()
-      .ethernet(fromClient ? { src: "02:00:00:00:0c:01", dst: "02:00:00:00:0a:01" } : { src: "02:00:00:00:0a:01", dst: "02:00:00:00:0c:01" })
-      .ipv4(fromClient ? { src: spec.clientAddress, dst: spec.serverAddress, ttl: 64 } : { src: spec.serverAddress, dst: spec.clientAddress, ttl: 64 });
+    const b = this.ipFrame(flow, fromClient, false);
     const length = fromClient ? spec.requestBytes : spec.responseBytes;
     if (spec.kind === "icmp") {
       b.icmp({ type: fromClient ? 8 : 0, id: spec.clientPort & 0xffff, seq: exchange & 0xffff }).payload(this.payloadOf(length));
@@ -529,6 +551,13 @@ export class Hosts {
       b.udp({ sport: fromClient ? spec.clientPort : spec.serverPort, dport: fromClient ? spec.serverPort : spec.clientPort }).payload(data);
     }
     this.send(flow, fromClient, b.build());
+  }
+
+  /** Ethernet + IPv4 of a flow's frame (the sites' MACs face the gateway's). */
+  private ipFrame(flow: Flow, fromClient: boolean, df: boolean): PacketBuilder {
+    return packet()
+      .ethernet(fromClient ? { src: CLIENT_SIDE_MAC, dst: GATEWAY_MAC } : { src: GATEWAY_MAC, dst: CLIENT_SIDE_MAC })
+      .ipv4(fromClient ? { src: flow.client4, dst: flow.server4, ttl: 64, df } : { src: flow.server4, dst: flow.client4, ttl: 64, df });
   }
 
   private send(flow: Flow, fromClient: boolean, frame: Uint8Array): void {

@@ -40,11 +40,13 @@ export interface SimMessage extends Envelope {
   hops: number;
   /** For "correct": the member the frame must go to. */
   correctTo: string | null;
+  /** When a member forwarded the frame (egress and on to the host), -1 before. */
+  processedAtMs: number;
   control: ControlBody | null;
 }
 
 export function frameMessage(from: string, to: string, linkClass: "host" | "member", kind: MessageKind, bytes: Uint8Array, flow: number, fromClient: boolean, hops: number): SimMessage {
-  return { from, to, linkClass, kind, bytes, flow, fromClient, hops, correctTo: null, control: null };
+  return { from, to, linkClass, kind, bytes, flow, fromClient, hops, correctTo: null, control: null, processedAtMs: -1 };
 }
 
 /** A network duplicate: its own copy of the bytes (a member may rewrite a frame in place). */

@@ -61,7 +61,7 @@ export class LinkCounters {
   inFlight = 0;
 }
 
-export type LossReason = "loss" | "partition" | "down";
+type LossReason = "loss" | "partition" | "down";
 
 interface Partition {
   id: number;
@@ -81,8 +81,6 @@ export class Network<M extends Envelope> {
   };
   /** Running hash of every delivery (time, endpoints, class, length): the run's trace. */
   traceHash = 0x1234567;
-  /** Called for every copy that is lost, with its reason (for per-flow bookkeeping). */
-  onLost: ((m: M, reason: LossReason) => void) | null = null;
   profile: FaultProfile;
 
   private readonly handlers = new Map<string, (m: M) => void>();
@@ -90,6 +88,8 @@ export class Network<M extends Envelope> {
   private readonly down = new Set<string>();
   private readonly partitions: Partition[] = [];
   private partitionSerial = 0;
+  /** Classes whose every message is lost (sabotage in negative tests), counted as partition losses. */
+  readonly blackholes = new Set<LinkClass>();
   /** Control links deliver in order: last scheduled arrival per "from>to" pair. */
   private readonly lastControlArrivalMs = new Map<string, number>();
 
@@ -132,6 +132,10 @@ export class Network<M extends Envelope> {
     this.partitions.splice(i, 1);
   }
 
+  healAll(): void {
+    this.partitions.length = 0;
+  }
+
   get partitionsActive(): number {
     return this.partitions.length;
   }
@@ -164,7 +168,7 @@ export class Network<M extends Envelope> {
     }
   }
 
-  /** Totals over every class: sent + duplicated must equal delivered + losses + inFlight. */
+  /** Per class: sent + duplicated must equal delivered + losses + inFlight. */
   balanced(linkClass: LinkClass): boolean {
     const c = this.counters[linkClass];
     return c.sent + c.duplicated === c.delivered + c.lostRandom + c.lostPartition + c.lostDown + c.inFlight;
@@ -195,7 +199,7 @@ export class Network<M extends Envelope> {
       c.inFlight--;
       // Partitions and crashes are judged at arrival: a cut made while a message is on the
       // wire loses it, as a real link failure would.
-      if (this.isCut(m.from, m.to, m.linkClass)) {
+      if (this.blackholes.has(m.linkClass) || this.isCut(m.from, m.to, m.linkClass)) {
         this.lose(m, "partition");
         return;
       }
@@ -214,7 +218,6 @@ export class Network<M extends Envelope> {
     if (reason === "loss") c.lostRandom++;
     else if (reason === "partition") c.lostPartition++;
     else c.lostDown++;
-    if (this.onLost !== null) this.onLost(m, reason);
   }
 
   private trace(m: M): void {
