@@ -117,12 +117,6 @@ export interface ChannelPort {
   deliver(record: DecodedRecord): void;
   /** Peer and resync events; needsResync holds the buckets for RESYNC_NEEDED. */
   event(event: ChannelEvent): void;
-  /**
-   * Optional: the records of buf[start, end) are about to be delivered, in order. The agent may
-   * look at them first (to start fetching the memory they will touch, so the cache misses of a
-   * datagram's records overlap instead of following one another). It must not change any state.
-   */
-  prefetch?(buf: Uint8Array, start: number, end: number): void;
 }
 
 export interface ChannelConfig {
@@ -767,7 +761,6 @@ export class SyncChannel implements RecordSink {
 
   private deliverPayload(buf: Uint8Array, start: number, end: number): void {
     const rec = this.record;
-    if (this.port.prefetch !== undefined) this.port.prefetch(buf, start, end);
     let p = start;
     // Bounded by the payload: every record is at least one byte long. A record that does not
     // decode ends the payload (what follows it cannot be delimited).

@@ -119,10 +119,9 @@ import {
   encodeRefresh,
   encodeResyncRequest,
   encodeUpdate,
-  DecodedRecord,
-  decodeRecord,
   RecordKind,
   stateRecordBytesMax,
+  type DecodedRecord,
 } from "./records.js";
 
 // ---- bounds and timers ------------------------------------------------------------------
@@ -172,8 +171,6 @@ export const BULK_RESERVE_DATAGRAMS = 32;
 /** A bucket's owner syncs to its backup and at most this many extra (fill) backups. */
 export const FILL_TARGETS_MAX = 2;
 const TARGETS_MAX = 1 + FILL_TARGETS_MAX;
-/** Records of one payload prefetchRecords looks at (more than a datagram holds). */
-const PREFETCH_RECORDS_MAX = 512;
 /** The zone of frames from the distributor (one zone per security group today). */
 const FRAME_ZONE = 0;
 
@@ -500,14 +497,6 @@ export class ClusterNode {
   private readonly applyView = new PacketView();
   private readonly applyAddresses = new Uint8Array(32);
   private readonly hashAddresses = new Uint8Array(32);
-  // prefetchRecords' results for the payload being delivered (see there).
-  private readonly prefetchRecord = new DecodedRecord();
-  private readonly prefetchHashes = new Int32Array(PREFETCH_RECORDS_MAX);
-  private readonly prefetchOffsets = new Int32Array(PREFETCH_RECORDS_MAX);
-  private prefetchCount = 0;
-  private prefetchCursor = 0;
-  /** Where the prefetched values go, so that reading them is not optimized away. */
-  prefetchSink = 0;
   private readonly recordBuf = new Uint8Array(RECORD_BYTES_MAX);
   private nextHousekeepingMs: number;
 
@@ -685,7 +674,6 @@ export class ClusterNode {
         },
         deliver: (record) => this.onRecord(link, record),
         event: (event) => this.onChannelEvent(link, event),
-        prefetch: (buf, start, end) => this.prefetchRecords(buf, start, end),
       };
       link.channel = new SyncChannel(
         {
@@ -1388,8 +1376,6 @@ export class ClusterNode {
         this.applyState(link, rec);
         return;
       default:
-        // Keep the prefetch cursor on this record's successor.
-        if (this.prefetchCursor < this.prefetchCount) this.prefetchCursor++;
     }
     const b = rec.bucket;
     if (b < 0 || b >= this.bucketCount) {
@@ -1437,50 +1423,6 @@ export class ClusterNode {
         this.staleQueue.push(b);
       }
     }
-  }
-
-  /**
-   * ChannelPort.prefetch: before a payload's records are applied one by one, hash each key once
-   * and touch what applying it will read first (the bucket's role and words, the table's home
-   * slot). The loads of one loop iteration do not depend on the previous one, so the processor
-   * overlaps the cache misses of the whole datagram; applyState then finds those lines cached
-   * and takes the hash from prefetchHashes. Reads only (the touched values only feed a sink).
-   */
-  private prefetchRecords(buf: Uint8Array, start: number, end: number): void {
-    const rec = this.prefetchRecord;
-    const table = this.engine.table;
-    const index = table.index;
-    const slotScale = table.indexSize / 4294967296;
-    let sink = 0;
-    let n = 0;
-    // Bounded by the payload (records are at least one byte) and by the arrays.
-    for (let p = start; p < end && n < PREFETCH_RECORDS_MAX; n++) {
-      const next = decodeRecord(buf, p, end, rec);
-      if (next < 0) break;
-      this.prefetchOffsets[n] = p;
-      if (rec.kind >= RecordKind.CREATE && rec.kind <= RecordKind.REFRESH) {
-        const hash = this.hashOfRecord(rec);
-        const b = hash & this.bucketMask;
-        this.prefetchHashes[n] = hash;
-        sink ^= this.role[b]! ^ this.bucketWords[b * BW + BW_HEAD]! ^ index[((hash >>> 0) * slotScale) | 0]!;
-      } else {
-        this.prefetchOffsets[n] = -1;
-      }
-      p = next;
-    }
-    this.prefetchCount = n;
-    this.prefetchCursor = 0;
-    this.prefetchSink = sink;
-  }
-
-  /** The flow hash of the key record being applied: from prefetchRecords when it saw this record, else computed. */
-  private hashOfApplied(rec: DecodedRecord): number {
-    const i = this.prefetchCursor;
-    if (i < this.prefetchCount) {
-      this.prefetchCursor = i + 1;
-      if (this.prefetchOffsets[i] === rec.recordOffset) return this.prefetchHashes[i]!;
-    }
-    return this.hashOfRecord(rec);
   }
 
   /** The bucket of a state record: on the wire for bulk records, from the key for the others. */
@@ -1538,7 +1480,7 @@ export class ClusterNode {
    * does, without building a snapshot).
    */
   private applyState(link: PeerLink, rec: DecodedRecord): void {
-    const hash = this.hashOfApplied(rec);
+    const hash = this.hashOfRecord(rec);
     const b = hash & this.bucketMask;
     const table = this.engine.table;
     const nowMs = this.nowMs;
