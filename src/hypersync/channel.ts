@@ -10,8 +10,10 @@
 // tells of peer up / dead / restarted and of buckets that need a bulk resync.
 //
 // Sender:
-//   records --enqueue--> [open datagram] --full or FLUSH_INTERVAL_MS--> seal, send, keep in
-//   resend queue (ring of RESEND_QUEUE_DATAGRAMS_MAX slots, slot = seq & mask):
+//   records --enqueue--> [open datagram] --full or due--> seal, send, keep in resend queue
+//   (ring of RESEND_QUEUE_DATAGRAMS_MAX slots, slot = seq & mask). An open datagram is due
+//   FLUSH_INTERVAL_MS after its first record, or later when every record in it said it may
+//   wait (enqueue's latestMs: coalesced changes ride with the next record that cannot):
 //
 //        oldestSeq                        nextSeq (the open datagram gets this seq)
 //        v                                v
@@ -39,6 +41,9 @@
 //
 // Keep-alives: only a channel that sent nothing for KEEPALIVE_INTERVAL_MS sends one, so an
 // active member pays nothing for liveness and an idle one a datagram per peer per interval.
+// Two more announce this instance's session at once: a hello at the first tick, and a reply
+// to a short-form datagram from a peer we have not heard yet (it still talks to our previous
+// instance, and would otherwise wait for the next keep-alive to learn of the restart).
 //
 // Sessions: each channel instance has a session number that must grow across restarts. A
 // datagram from a newer peer session resets the receive side (the peer began again at its

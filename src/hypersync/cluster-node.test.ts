@@ -13,6 +13,7 @@ import { ConnState, DropReason, Verdict, type ConnectionSnapshot } from "../engi
 import { Prng } from "../stdx/prng.js";
 import { SyncChannel, type ChannelPort } from "./channel.js";
 import { MacKey } from "./datagram.js";
+import { FLUSH_INTERVAL_MS } from "./constants.js";
 import {
   encodeBulkBegin,
   encodeBulkEnd,
@@ -455,12 +456,56 @@ describe("ClusterNode: ownership and replication", () => {
       cluster.run(900);
       expect(backup.engine.table.size, `backup copy at t=${t}`).toBe(1);
     }
+    // Not a refresh per packet, nor per second: one when the copy's expiry comes near (~28 s).
+    expect(cluster.node(ownerOf(cluster.epoch!, bucket)).counters.refreshesSent).toBe(1);
     // Silence: the owner expires it, the backup follows (DELETE, or its own expiry at the latest).
     cluster.run(30_000 - 900);
     expect(backup.engine.table.size).toBe(1);
     cluster.run(900 + BACKUP_EXPIRY_GRACE_MS + 100);
     expect(backup.engine.table.size).toBe(0);
     expect(cluster.node(ownerOf(cluster.epoch!, bucket)).engine.table.size).toBe(0);
+  });
+
+  it("a connection's life costs two records: the completed handshake at once, the end coalesced; one gone within the deferral costs none", () => {
+    const cluster = twoNodes(SEED + 13);
+    const prng = new Prng(SEED + 13);
+    const convo = tcpConversation(prng, 1); // handshake, one exchange, FIN close: 9 frames
+    const bucket = bucketOfFrame(convo[0]!.frame);
+    const owner = cluster.node(ownerOf(cluster.epoch!, bucket));
+    const backup = cluster.node(backupOf(cluster.epoch!, bucket)!);
+    const stateAtBackup = (): number => {
+      let state = -1;
+      backup.forEachConnection((_b, s) => (state = s.state));
+      return state;
+    };
+    // SYN and SYN-ACK: nothing yet (a handshake that never completes need not survive).
+    deliverAll(cluster, convo.slice(0, 2), 0.2);
+    expect(stateAtBackup()).toBe(-1);
+    // The ACK completes it: at the backup within the flush interval.
+    deliverAll(cluster, convo.slice(2, 3), 0);
+    cluster.run(FLUSH_INTERVAL_MS + 0.5);
+    expect(stateAtBackup()).toBe(ConnState.TCP_ESTABLISHED);
+    // Data and the close (FIN_WAIT, LAST_ACK, TIME_WAIT): one record, with the last state.
+    deliverAll(cluster, convo.slice(3), 0.2);
+    cluster.run(SETTLE_MS);
+    expect(stateAtBackup()).toBe(ConnState.TCP_TIME_WAIT);
+    const k = owner.counters;
+    expect([k.createsSent, k.updatesSent, k.syncsUrgent, k.syncsDeferred]).toEqual([1, 1, 1, 1]);
+
+    // A new connection removed within the deferral window (any removal: here the table's own)
+    // never reaches the backup, and no DELETE follows it.
+    let fresh = tcpConversation(prng, 0);
+    while (ownerOf(cluster.epoch!, bucketOfFrame(fresh[0]!.frame)) !== owner.name) fresh = tcpConversation(prng, 0);
+    deliverAll(cluster, fresh.slice(0, 1), 0.2);
+    const before = owner.engine.table.size;
+    owner.engine.table.forEachLive((id) => {
+      if (owner.engine.table.state(id) === ConnState.TCP_SYN_SENT) owner.engine.table.remove(id);
+    });
+    expect(owner.engine.table.size).toBe(before - 1);
+    cluster.run(SETTLE_MS);
+    expect([k.createsSent, k.deletesSent, k.syncsElided]).toEqual([1, 0, 1]);
+    owner.verifyBookkeeping();
+    backup.verifyBookkeeping();
   });
 
   it("converges under 20% seeded sync loss", () => {

@@ -1307,7 +1307,7 @@ export class ClusterNode {
       const flags = this.entryFlags[id]!;
       // The other targets' copies may be older: the refresh sweep goes by the oldest expiry sent.
       if ((flags & F_REPLICATED) === 0) this.syncedExpiresAtMs[id] = s.expiresAtMs;
-      this.entryFlags[id] = flags | F_REPLICATED;
+      this.entryFlags[id] = flags | F_REPLICATED | (this.isProtected(id) ? F_SENT_PROTECTED : 0);
     }
     channel.enqueue(buf, 0, encodeBulkEnd(buf, 0, buf.length, b, count, digest), nowMs);
     this.counters.syncRecordsSent += count + 2;
