@@ -53,6 +53,7 @@
 
 import { createHmac } from "node:crypto";
 import { assert } from "../stdx/assert.js";
+import { isU16, isU32, r16, r32, w16, w32 } from "../stdx/bytes.js";
 import { ErrorCode, TandemError } from "../stdx/errors.js";
 import {
   CLUSTER_KEY_BYTES_MIN,
@@ -346,29 +347,7 @@ export function sipHash24(key: Uint8Array, message: Uint8Array): Uint8Array {
 function le32(buf: Uint8Array, offset: number): number {
   return buf[offset]! | (buf[offset + 1]! << 8) | (buf[offset + 2]! << 16) | (buf[offset + 3]! << 24);
 }
-function w16(buf: Uint8Array, offset: number, value: number): void {
-  buf[offset] = value >>> 8;
-  buf[offset + 1] = value;
-}
-function w32(buf: Uint8Array, offset: number, value: number): void {
-  buf[offset] = value >>> 24;
-  buf[offset + 1] = value >>> 16;
-  buf[offset + 2] = value >>> 8;
-  buf[offset + 3] = value;
-}
-function r16(buf: Uint8Array, offset: number): number {
-  return (buf[offset]! << 8) | buf[offset + 1]!;
-}
-function r32(buf: Uint8Array, offset: number): number {
-  return ((buf[offset]! << 24) | (buf[offset + 1]! << 16) | (buf[offset + 2]! << 8) | buf[offset + 3]!) >>> 0;
-}
 
-function isU32(n: number): boolean {
-  return n >>> 0 === n;
-}
-function isU16(n: number): boolean {
-  return (n & 0xffff) === n;
-}
 
 /** Header bytes of a form (the short one with or without firstSeq). */
 export function headerBytes(long: boolean, hasFirstSeq: boolean): number {

@@ -46,6 +46,7 @@
 // `out.error` set and the caller counts it.
 
 import { assert } from "../stdx/assert.js";
+import { isU16, isU32, isU8, r16, r32, w16, w32 } from "../stdx/bytes.js";
 import type { FlowKey } from "../packet/flow-hash.js";
 import { STATE_TIMEOUT_MS, type ConnectionSnapshot, type ConnState, type TcpDirectionSnapshot } from "../engine/types.js";
 import {
@@ -140,36 +141,8 @@ export function deleteRecordBytes(addressLength: number, zone = 0): number {
   return 1 + keyBytes(addressLength, zone);
 }
 
-// ---- byte helpers (big-endian, no DataView so nothing is allocated) ----------------------
 
-function w16(buf: Uint8Array, offset: number, value: number): void {
-  buf[offset] = value >>> 8;
-  buf[offset + 1] = value;
-}
-function w32(buf: Uint8Array, offset: number, value: number): void {
-  buf[offset] = value >>> 24;
-  buf[offset + 1] = value >>> 16;
-  buf[offset + 2] = value >>> 8;
-  buf[offset + 3] = value;
-}
-function r16(buf: Uint8Array, offset: number): number {
-  return (buf[offset]! << 8) | buf[offset + 1]!;
-}
-function r32(buf: Uint8Array, offset: number): number {
-  return ((buf[offset]! << 24) | (buf[offset + 1]! << 16) | (buf[offset + 2]! << 8) | buf[offset + 3]!) >>> 0;
-}
 
-// Range checks as integer identities: cheaper than Number.isInteger on the encode path, and
-// false for fractions, negatives, NaN and anything too large.
-function isU32(n: number): boolean {
-  return n >>> 0 === n;
-}
-function isU16(n: number): boolean {
-  return (n & 0xffff) === n;
-}
-function isU8(n: number): boolean {
-  return (n & 0xff) === n;
-}
 
 function assertKey(key: FlowKey): void {
   const length = key.src.length;
