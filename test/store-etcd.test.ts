@@ -2,117 +2,21 @@
 // active orchestrator (a child process) is SIGKILLed, and fencing of a deposed leader.
 // Needs the `etcd` binary (Debian: etcd-server). CI installs it (.ci/run); without it the suite
 // is skipped with a message saying so.
-import { spawn, spawnSync, type ChildProcess } from "node:child_process";
-import { mkdtempSync, readdirSync, rmSync } from "node:fs";
-import { createServer } from "node:net";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
+import { readdirSync } from "node:fs";
 import { fileURLToPath } from "node:url";
-import { Etcd3 } from "etcd3";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { TandemError } from "../src/stdx/errors.js";
 import { openEtcdStore, type EtcdStore, type EtcdStoreTesting } from "../src/store/etcd-store.js";
 import type { Mutation } from "../src/store/store.js";
 import { ChildLines, compiledFixture, waitUntil } from "./fixtures/child-lines.js";
+import { ETCD_READY_MS, hasEtcd, startEtcd, type EtcdServer } from "./fixtures/etcd-server.js";
 
 const ROOT = fileURLToPath(new URL("..", import.meta.url));
 const LEASE_TTL_S = 2; // etcd's minimum with its default election timeout
 const TAKEOVER_MS_MAX = LEASE_TTL_S * 1000 + 3000;
-const ETCD_READY_MS = 20_000;
 
-const hasEtcd = spawnSync("etcd", ["--version"], { stdio: "ignore" }).status === 0;
 if (!hasEtcd) {
   console.warn("store-etcd tests SKIPPED: no `etcd` binary on PATH (apt-get install etcd-server; CI installs it)");
-}
-
-async function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server = createServer();
-    server.once("error", reject);
-    server.listen(0, "127.0.0.1", () => {
-      const address = server.address();
-      const port = typeof address === "object" && address !== null ? address.port : 0;
-      server.close(() => resolve(port));
-    });
-  });
-}
-
-interface EtcdServer {
-  endpoint: string;
-  client: Etcd3; // raw client for the test's own reads and interventions
-  pause(): void; // SIGSTOP: the server stops answering, like a network partition
-  resume(): void;
-  stop(): Promise<void>;
-}
-
-async function startEtcd(): Promise<EtcdServer> {
-  const dataDir = mkdtempSync(join(tmpdir(), "tandem-etcd-"));
-  const [clientPort, peerPort] = [await freePort(), await freePort()];
-  const endpoint = `http://127.0.0.1:${clientPort}`;
-  const peer = `http://127.0.0.1:${peerPort}`;
-  const etcd: ChildProcess = spawn(
-    "etcd",
-    [
-      "--name=tandem-test",
-      `--data-dir=${dataDir}`,
-      `--listen-client-urls=${endpoint}`,
-      `--advertise-client-urls=${endpoint}`,
-      `--listen-peer-urls=${peer}`,
-      `--initial-advertise-peer-urls=${peer}`,
-      `--initial-cluster=tandem-test=${peer}`,
-      "--initial-cluster-state=new",
-      "--logger=zap",
-      "--log-level=error",
-    ],
-    { stdio: ["ignore", "ignore", "pipe"] },
-  );
-  let stderr = "";
-  etcd.stderr!.setEncoding("utf8");
-  etcd.stderr!.on("data", (chunk: string) => {
-    stderr += chunk;
-  });
-  const exited = new Promise<void>((resolve) => etcd.on("close", () => resolve()));
-  const newClient = (): Etcd3 =>
-    new Etcd3({
-      hosts: endpoint,
-      defaultCallOptions: (context) => (context.isStream ? {} : { deadline: Date.now() + 5000 }),
-    });
-  const startedAtMs = Date.now();
-  let lastError = "";
-  await waitUntil(
-    async () => {
-      if (etcd.exitCode !== null) throw new Error(`etcd exited with ${etcd.exitCode}: ${stderr}`);
-      // A fresh client per attempt: etcd3's circuit breaker would hold a failed client off for 5 s.
-      const probe = newClient();
-      try {
-        await probe.get("health").options({ deadline: Date.now() + 500 }).exec();
-        return true;
-      } catch (error) {
-        lastError = (error as Error).message; // not up yet: poll again
-        return undefined;
-      } finally {
-        probe.close();
-      }
-    },
-    ETCD_READY_MS,
-    `etcd at ${endpoint} to answer (last error: ${lastError})`,
-    undefined,
-    50,
-  );
-  console.log(`etcd ${endpoint} healthy after ${Date.now() - startedAtMs} ms`);
-  const client = newClient();
-  return {
-    endpoint,
-    client,
-    pause: () => etcd.kill("SIGSTOP"),
-    resume: () => etcd.kill("SIGCONT"),
-    async stop() {
-      client.close();
-      etcd.kill("SIGTERM");
-      await exited;
-      rmSync(dataDir, { recursive: true, force: true });
-    },
-  };
 }
 
 function mutation(part: Partial<Mutation>): Mutation {

@@ -25,6 +25,8 @@ import type {
   Health,
   HeartbeatAnswer,
   HeartbeatInput,
+  HeldConnection,
+  MemberConfig,
   MemberStatus,
   MemberView,
   PolicySpec,
@@ -181,7 +183,7 @@ export class TandemClient {
   setInterfaces(group: string, interfaces: SgInterfaceInput[]): Promise<GroupSummary> {
     return this.request("PUT", `/api/groups/${seg(group)}/interfaces`, { body: { interfaces } });
   }
-  getPolicy(group: string): Promise<{ group: string; policyRevision: number; policy: PolicySpec }> {
+  getPolicy(group: string): Promise<{ group: string; policyRevision: number; policy: PolicySpec; hits: Record<string, number> }> {
     return this.request("GET", `/api/groups/${seg(group)}/policy`);
   }
   /** A policy as rules, or as YAML/JSON text (errors then name the line). */
@@ -258,6 +260,14 @@ export class TandemClient {
   reportVerify(appliance: string, report: { id: number; bucketsChecked: number; mismatched: number[] }): Promise<VerifyView> {
     return this.request("POST", `/api/members/${seg(appliance)}/verify`, { body: report });
   }
+  memberConfig(appliance: string): Promise<MemberConfig> {
+    return this.request("GET", `/api/members/${encodeURIComponent(appliance)}/config`);
+  }
+
+  reportConnections(appliance: string, report: { id: number; connections: HeldConnection[] }): Promise<{ accepted: boolean }> {
+    return this.request("POST", `/api/members/${encodeURIComponent(appliance)}/connections`, { body: report });
+  }
+
   distribution(group: string): Promise<DistributionDocument | null> {
     return this.request("GET", `/api/groups/${seg(group)}/distribution`);
   }

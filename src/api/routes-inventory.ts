@@ -65,7 +65,7 @@ export function registerInventoryRoutes(app: FastifyInstance, d: OrchestratorDae
   );
   route(app, { method: "GET", url: "/api/groups/:name/policy", access: "monitor", tag: N, summary: "The group's policy and its revision", params: S.PARAMS_GROUP }, (c) => {
     const g = view().group(c.params.name!);
-    return { group: c.params.name, policyRevision: g.policyRevision, policy: g.policy };
+    return { group: c.params.name, policyRevision: g.policyRevision, policy: g.policy, hits: d.ruleHitsOf(c.params.name!) };
   });
   route(app, { method: "PUT", url: "/api/groups/:name/policy", access: "operator", tag: N, summary: "Apply a new policy (as rules, or as YAML/JSON text)", params: S.PARAMS_GROUP, body: S.POLICY_PUT }, (c) =>
     d.submit("policy.apply", { ...c.body, group: c.params.name }, c.actor),

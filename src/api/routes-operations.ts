@@ -8,6 +8,7 @@
 
 import type { FastifyInstance } from "fastify";
 import type { HeartbeatInput, OrchestratorDaemon } from "../runtime/orchestrator-daemon.js";
+import type { HeldConnection } from "../runtime/connection-queries.js";
 import type { Role } from "../runtime/tokens.js";
 import { ErrorCode, TandemError } from "../stdx/errors.js";
 import { route, type Call } from "./server.js";
@@ -33,15 +34,15 @@ export function registerOperationRoutes(app: FastifyInstance, d: OrchestratorDae
   );
   route(
     app,
-    { method: "GET", url: "/api/connections", access: "monitor", tag: O, summary: "Where a flow's connection lives: bucket, owner, backup and their states", querystring: S.QUERY_CONNECTIONS },
+    { method: "GET", url: "/api/connections", access: "monitor", tag: O, summary: "Live connections matching addresses/ports (asked of the members): bucket, owner, backup, state", querystring: S.QUERY_CONNECTIONS },
     (c) =>
       d.findConnections({
-        group: c.query.group,
-        protocol: /^[0-9]+$/.test(c.query.protocol ?? "") ? Number(c.query.protocol) : ((c.query.protocol ?? "tcp") as "tcp"),
-        src: c.query.src!,
-        dst: c.query.dst!,
-        srcPort: S.digitsOf(c.query.srcPort),
-        dstPort: S.digitsOf(c.query.dstPort),
+        ...(c.query.group !== undefined ? { group: c.query.group } : {}),
+        ...(c.query.protocol !== undefined ? { protocol: /^[0-9]+$/.test(c.query.protocol) ? Number(c.query.protocol) : (c.query.protocol as "tcp") } : {}),
+        ...(c.query.src !== undefined ? { src: c.query.src } : {}),
+        ...(c.query.dst !== undefined ? { dst: c.query.dst } : {}),
+        ...(c.query.srcPort !== undefined ? { srcPort: S.digitsOf(c.query.srcPort)! } : {}),
+        ...(c.query.dstPort !== undefined ? { dstPort: S.digitsOf(c.query.dstPort)! } : {}),
       }),
   );
   route(app, { method: "GET", url: "/api/sync", access: "monitor", tag: O, summary: "Sync status per group: epochs and policy revisions members run, sync lag", querystring: S.QUERY_GROUP }, (c) =>
@@ -96,6 +97,12 @@ export function registerOperationRoutes(app: FastifyInstance, d: OrchestratorDae
       body: S.HEARTBEAT,
     },
     (c) => d.heartbeat(self(c), c.body as HeartbeatInput),
+  );
+  route(app, { method: "GET", url: "/api/members/:appliance/config", access: "member", tag: MB, summary: "What a member process runs: group, interfaces, routes, policy, HyperSync identity and key", params: S.PARAMS_APPLIANCE }, (c) =>
+    d.memberConfig(self(c)),
+  );
+  route(app, { method: "POST", url: "/api/members/:appliance/connections", access: "member", tag: MB, summary: "A member's answer to a connection lookup", params: S.PARAMS_APPLIANCE, body: S.CONNECTIONS_REPORT }, (c) =>
+    d.connectionsReport(self(c), c.body as { id: number; connections: HeldConnection[] }),
   );
   route(app, { method: "POST", url: "/api/members/:appliance/fills", access: "member", tag: MB, summary: "Buckets a member now holds completely during a transition", params: S.PARAMS_APPLIANCE, body: S.FILLS }, (c) =>
     d.fillReport(self(c), c.body as { epoch: number; buckets: number[] }),

@@ -49,13 +49,14 @@ export const QUERY_GROUP = object({ group: NAME });
 export const QUERY_CONNECTIONS = object(
   {
     group: NAME,
-    protocol: { type: "string", pattern: "^(tcp|udp|icmp|icmpv6|[0-9]{1,3})$", description: "tcp (default), udp, icmp, icmpv6 or a protocol number" },
+    protocol: { type: "string", pattern: "^(tcp|udp|icmp|icmpv6|[0-9]{1,3})$", description: "tcp, udp, icmp, icmpv6 or a protocol number (default: any)" },
     src: ADDRESS,
     dst: ADDRESS,
     srcPort: { type: "string", pattern: "^[0-9]{1,5}$" },
     dstPort: { type: "string", pattern: "^[0-9]{1,5}$" },
   },
-  ["src", "dst"],
+  [],
+  { minProperties: 1 },
 );
 
 // ---- appliances ---------------------------------------------------------------------------
@@ -77,6 +78,7 @@ const INTERFACE = object(
     name: NAME,
     vni: { type: "integer", minimum: 1, maximum: 0xffffff },
     siteEndpoint: { ...ADDRESS, description: "the site's VXLAN tunnel endpoint (IP address)" },
+    sitePort: { type: "integer", minimum: 1, maximum: 65535, description: "UDP port of the site's VXLAN endpoint (default 4789)" },
     gateway: { ...ADDRESS, description: 'the group\'s gateway on this segment, "address/prefix"' },
     mac: { type: "string", pattern: "^[0-9a-fA-F]{2}(:[0-9a-fA-F]{2}){5}$" },
   },
@@ -165,7 +167,32 @@ export const HEARTBEAT = object({
   connections: COUNT,
   rttMs: { type: "number", minimum: 0, maximum: 1e9 },
   counters: COUNTERS,
+  endpoints: object(
+    {
+      data: { type: "string", pattern: "^\\d{1,3}(\\.\\d{1,3}){3}:\\d{1,5}$", description: "member-link socket, a.b.c.d:port" },
+      sync: { type: "string", pattern: "^\\d{1,3}(\\.\\d{1,3}){3}:\\d{1,5}$", description: "HyperSync socket, a.b.c.d:port" },
+    },
+    ["data", "sync"],
+  ),
+  session: { type: "integer", minimum: 1, maximum: 0xffffffff },
+  pid: { type: "integer", minimum: 1, maximum: 0x7fffffff },
+  ruleHits: { type: "object", maxProperties: 100_000, propertyNames: { type: "string", maxLength: 128 }, additionalProperties: COUNT },
 });
+const HELD_CONNECTION = object(
+  {
+    bucket: { type: "integer", minimum: 0, maximum: BUCKET_COUNT_MAX - 1 },
+    role: { type: "string", enum: ["owner", "backup", "fill", "stale"] },
+    protocol: { type: "integer", minimum: 0, maximum: 255 },
+    src: ADDRESS,
+    srcPort: { type: "integer", minimum: 0, maximum: 65535 },
+    dst: ADDRESS,
+    dstPort: { type: "integer", minimum: 0, maximum: 65535 },
+    state: { type: "string", maxLength: 32 },
+    expiresInMs: { type: "number", minimum: -1e12, maximum: 1e12 },
+  },
+  ["bucket", "role", "protocol", "src", "srcPort", "dst", "dstPort", "state", "expiresInMs"],
+);
+export const CONNECTIONS_REPORT = object({ id: { type: "integer", minimum: 1, maximum: Number.MAX_SAFE_INTEGER }, connections: { type: "array", maxItems: 1000, items: HELD_CONNECTION } }, ["id", "connections"]);
 export const FILLS = object({ epoch: COUNT, buckets: BUCKETS }, ["epoch", "buckets"]);
 export const VERIFY_REPORT = object({ id: { type: "integer", minimum: 1, maximum: Number.MAX_SAFE_INTEGER }, bucketsChecked: COUNT, mismatched: BUCKETS }, ["id", "bucketsChecked", "mismatched"]);
 

@@ -123,9 +123,11 @@ describe("validation", () => {
     const q = await call("GET", "/api/events?limit=ten", tokens.monitor);
     expect(q.status).toBe(400);
     expect(q.json.message).toMatch(/querystring\.limit/);
-    const c = await call("GET", "/api/connections?src=10.0.0.1", tokens.monitor);
+    const c = await call("GET", "/api/connections?dstPort=http", tokens.monitor);
     expect(c.status).toBe(400);
-    expect(c.json.message).toMatch(/querystring\.dst: is required/);
+    expect(c.json.message).toMatch(/querystring\.dstPort/);
+    const none = await call("GET", "/api/connections", tokens.monitor);
+    expect(none.status).toBe(400);
   });
 
   it("answers malformed JSON with 400 TANDEM_INVALID_ARGUMENT", async () => {

@@ -14,6 +14,8 @@ export type {
 } from "../orchestrator/index.js";
 export type { PolicySpec } from "../engine/policy.js";
 export type { DistributionDocument, ConnectionLocation, HeartbeatAnswer, HeartbeatInput, SyncStatus, SyncMemberStatus } from "../runtime/orchestrator-daemon.js";
+export type { MemberConfig, MemberEndpoints, InterfaceConfig } from "../runtime/cluster-config.js";
+export type { HeldConnection, ConnectionFilter } from "../runtime/connection-queries.js";
 export type { MemberCounters, MemberCountersInput, VerifyView } from "../runtime/member-reports.js";
 export type { Role, TokenInfo } from "../runtime/tokens.js";
 export type { AuditRecord, EventRecord } from "../store/store.js";
@@ -100,8 +102,8 @@ export interface ApplyResult {
 }
 
 export interface ConnectionQuery {
-  src: string;
-  dst: string;
+  src?: string;
+  dst?: string;
   protocol?: "tcp" | "udp" | "icmp" | "icmpv6" | number;
   srcPort?: number;
   dstPort?: number;

@@ -98,7 +98,7 @@ export function parseInterfaceSpec(spec: string): SgInterfaceInput {
     fields.set(part.slice(0, eq).trim(), part.slice(eq + 1).trim());
   }
   for (const key of fields.keys()) {
-    if (!["name", "vni", "site", "gateway", "mac"].includes(key)) throw new TandemError(ErrorCode.INVALID_ARGUMENT, `--interface "${spec}": unknown key "${key}" (name, vni, site, gateway, mac)`);
+    if (!["name", "vni", "site", "port", "gateway", "mac"].includes(key)) throw new TandemError(ErrorCode.INVALID_ARGUMENT, `--interface "${spec}": unknown key "${key}" (name, vni, site, port, gateway, mac)`);
   }
   const need = (key: string): string => {
     const v = fields.get(key);
@@ -107,6 +107,7 @@ export function parseInterfaceSpec(spec: string): SgInterfaceInput {
   };
   const out: SgInterfaceInput = { name: need("name"), vni: intOption(need("vni"), "--interface vni", 1, 0xffffff)!, siteEndpoint: need("site"), gateway: need("gateway") };
   if (fields.has("mac")) out.mac = fields.get("mac")!;
+  if (fields.has("port")) out.sitePort = intOption(fields.get("port")!, "--interface port", 1, 65535)!;
   return out;
 }
 
@@ -322,7 +323,10 @@ export function registerPolicyCommands(program: Command): void {
     const p = await clientOf(flags).getPolicy(group);
     // Loaded here only: the YAML writer is the heaviest import of the management commands.
     const { policyToText } = await import("../engine/policy.js");
-    print(flags, p, () => `# ${group}: policy revision ${p.policyRevision}\n${policyToText(p.policy)}`);
+    print(flags, p, () => {
+      const hits = p.policy.rules.map((r, i) => `#   ${r.name ?? `rule ${i + 1}`}: ${p.hits?.[r.name ?? ""] ?? 0}`);
+      return `# ${group}: policy revision ${p.policyRevision}\n${policyToText(p.policy)}# hits (summed over members)\n${hits.join("\n")}\n`;
+    });
   });
 
   withApiOptions(

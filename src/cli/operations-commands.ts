@@ -4,7 +4,7 @@
 
 import type { Command } from "commander";
 import type { TandemClient } from "../api/client.js";
-import type { MemberStatus, StatusView, SyncStatus, VerifyView } from "../api/types.js";
+import type { ConnectionQuery, MemberStatus, StatusView, SyncStatus, VerifyView } from "../api/types.js";
 import { ErrorCode, TandemError } from "../stdx/errors.js";
 import { clientOf, intOption, print, sleep, withApiOptions, type ApiFlags } from "./api-common.js";
 import { ProgressBar } from "./progress.js";
@@ -124,32 +124,45 @@ export function registerConnsCommands(program: Command): void {
   withApiOptions(
     conns
       .command("find")
-      .description("find where a flow's connection lives (bucket, owner, backup)")
-      .requiredOption("--src <ip>", "source address")
-      .requiredOption("--dst <ip>", "destination address")
+      .description("find live connections (asked of the members) and where they live: bucket, owner, backup, state")
+      .option("--src <ip>", "source address (client side)")
+      .option("--dst <ip>", "destination address (server side)")
       .option("--src-port <port>", "source port")
       .option("--dst-port <port>", "destination port")
-      .option("--protocol <p>", "tcp, udp, icmp, icmpv6 or a number", "tcp")
+      .option("--protocol <p>", "tcp, udp, icmp, icmpv6 or a number (default: any)")
       .option("--group <name>", "only this group (default: every group with a table)"),
-  ).action(async (flags: ApiFlags & { src: string; dst: string; srcPort?: string; dstPort?: string; protocol: string; group?: string }) => {
-    const protocol = /^[0-9]+$/.test(flags.protocol) ? intOption(flags.protocol, "--protocol", 0, 255)! : flags.protocol;
+  ).action(async (flags: ApiFlags & { src?: string; dst?: string; srcPort?: string; dstPort?: string; protocol?: string; group?: string }) => {
+    if (flags.src === undefined && flags.dst === undefined) throw new TandemError(ErrorCode.INVALID_ARGUMENT, "give --dst and/or --src");
+    const protocol = flags.protocol === undefined ? undefined : /^[0-9]+$/.test(flags.protocol) ? intOption(flags.protocol, "--protocol", 0, 255)! : flags.protocol;
     if (typeof protocol === "string" && !["tcp", "udp", "icmp", "icmpv6"].includes(protocol)) {
       throw new TandemError(ErrorCode.INVALID_ARGUMENT, `--protocol must be tcp, udp, icmp, icmpv6 or 0-255, got "${protocol}"`);
     }
-    const found = await clientOf(flags).findConnections({
-      src: flags.src,
-      dst: flags.dst,
-      srcPort: intOption(flags.srcPort, "--src-port", 0, 65535),
-      dstPort: intOption(flags.dstPort, "--dst-port", 0, 65535),
-      protocol: protocol as "tcp",
-      group: flags.group,
+    const query: ConnectionQuery = {};
+    if (flags.src !== undefined) query.src = flags.src;
+    if (flags.dst !== undefined) query.dst = flags.dst;
+    if (flags.srcPort !== undefined) query.srcPort = intOption(flags.srcPort, "--src-port", 0, 65535)!;
+    if (flags.dstPort !== undefined) query.dstPort = intOption(flags.dstPort, "--dst-port", 0, 65535)!;
+    if (protocol !== undefined) query.protocol = protocol as "tcp";
+    if (flags.group !== undefined) query.group = flags.group;
+    const found = await clientOf(flags).findConnections(query);
+    const names: Record<number, string> = { 1: "icmp", 6: "tcp", 17: "udp", 58: "icmpv6" };
+    print(flags, found, () => {
+      const table = formatTable(
+        ["GROUP", "PROTO", "SOURCE", "DESTINATION", "STATE", "BUCKET", "OWNER", "BACKUP", "HELD-BY"],
+        found.map((f) => [
+          f.group,
+          names[f.protocol] ?? String(f.protocol),
+          `${f.src}:${f.srcPort}`,
+          `${f.dst}:${f.dstPort}`,
+          f.state ?? "(none)",
+          f.bucket,
+          `${f.owner} (${f.ownerState ?? "?"})`,
+          f.backup === null ? null : `${f.backup} (${f.backupState ?? "?"})`,
+          f.heldBy.map((h) => `${h.member}:${h.role}`).join(",") || null,
+        ]),
+      );
+      return found.some((f) => !f.complete) ? `${table}\n(some members did not answer in time: the list may be incomplete)` : table;
     });
-    print(flags, found, () =>
-      formatTable(
-        ["GROUP", "EPOCH", "BUCKET", "OWNER", "OWNER-STATE", "BACKUP", "BACKUP-STATE", "FILLING"],
-        found.map((f) => [f.group, f.epoch, f.bucket, f.owner, f.ownerState, f.backup, f.backupState, f.filling.length > 0 ? f.filling.join(",") : null]),
-      ),
-    );
   });
 }
 

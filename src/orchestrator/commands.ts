@@ -361,7 +361,7 @@ function checkNetwork(model: ControlModel, groupName: string, interfaces: SgInte
   for (const other of model.groups.values()) {
     if (other.name === groupName) continue;
     for (const i of interfaces) {
-      const clash = other.interfaces.find((o) => o.vni === i.vni && o.siteEndpoint === i.siteEndpoint);
+      const clash = other.interfaces.find((o) => o.vni === i.vni); // the distributor tells groups apart by VNI
       if (clash !== undefined) {
         throw new TandemError(
           ErrorCode.CONFLICT,

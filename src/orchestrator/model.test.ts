@@ -28,7 +28,9 @@ describe("resolving user input", () => {
     expect(codeOf(() => resolveAutoscale({ minMembers: 9, maxMembers: 3 }))).toBe(ErrorCode.INVALID_ARGUMENT);
     expect(codeOf(() => resolveAutoscale({ bogus: 1 }))).toBe(ErrorCode.INVALID_ARGUMENT);
     const [i] = resolveInterfaces([{ name: "in", vni: 0x123456, siteEndpoint: "2001:db8::1", gateway: "10.0.0.1/24" }]);
-    expect(i).toEqual({ name: "in", vni: 0x123456, siteEndpoint: "2001:db8::1", gateway: "10.0.0.1/24", mac: "02:74:12:34:56:00" });
+    expect(i).toEqual({ name: "in", vni: 0x123456, siteEndpoint: "2001:db8::1", sitePort: 4789, gateway: "10.0.0.1/24", mac: "02:74:12:34:56:00" });
+    expect(resolveInterfaces([{ name: "in", vni: 7, siteEndpoint: "192.0.2.1", sitePort: 8472, gateway: "10.0.0.1/24" }])[0]!.sitePort).toBe(8472);
+    expect(codeOf(() => resolveInterfaces([{ name: "in", vni: 7, siteEndpoint: "192.0.2.1", sitePort: 0, gateway: "10.0.0.1/24" }]))).toBe(ErrorCode.INVALID_ARGUMENT);
     expect(codeOf(() => resolveInterfaces([{ name: "in", vni: 0, siteEndpoint: "192.0.2.1", gateway: "10.0.0.1/24" }]))).toBe(ErrorCode.INVALID_ARGUMENT);
     expect(codeOf(() => resolveInterfaces([{ name: "in", vni: 5, siteEndpoint: "x", gateway: "10.0.0.1/24" }]))).toBe(ErrorCode.INVALID_ARGUMENT);
     expect(codeOf(() => resolveInterfaces([{ name: "in", vni: 5, siteEndpoint: "192.0.2.1", gateway: "10.0.0.1/24", mac: "01:00:5e:00:00:01" }]))).toBe(

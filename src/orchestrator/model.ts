@@ -64,12 +64,17 @@ export interface Appliance {
 }
 
 /** An interface as the operator writes it. */
+/** The IANA VXLAN port: where a site's tunnel endpoint listens unless told otherwise. */
+export const SITE_PORT_DEFAULT = 4789;
+
 export interface SgInterfaceInput {
   name: string;
   /** VXLAN network identifier, 1..16777215. */
   vni: number;
   /** The site's VXLAN tunnel endpoint (an IP address). */
   siteEndpoint: string;
+  /** UDP port of the site's VXLAN endpoint (default 4789, the IANA VXLAN port). */
+  sitePort?: number;
   /** The group's gateway address on this segment, "address/prefix". */
   gateway: string;
   /** The gateway's MAC; defaults to a locally administered address derived from vni and position. */
@@ -81,6 +86,7 @@ export interface SgInterface {
   name: string;
   vni: number;
   siteEndpoint: string;
+  sitePort: number;
   gateway: string;
   mac: string;
 }
@@ -295,6 +301,7 @@ export function resolveInterfaces(input: unknown): SgInterface[] {
     if (typeof spec.siteEndpoint !== "string" || parseIp(spec.siteEndpoint) === null) {
       throw invalid(`${at}.siteEndpoint`, `must be an IPv4 or IPv6 address, got ${JSON.stringify(spec.siteEndpoint)}`);
     }
+    const sitePort = spec.sitePort === undefined ? SITE_PORT_DEFAULT : checkInteger(spec.sitePort, `${at}.sitePort`, 1, 65535);
     if (typeof spec.gateway !== "string" || !spec.gateway.includes("/")) {
       throw invalid(`${at}.gateway`, `must be "address/prefix" (e.g. "10.0.1.1/24"), got ${JSON.stringify(spec.gateway)}`);
     }
@@ -307,7 +314,7 @@ export function resolveInterfaces(input: unknown): SgInterface[] {
       mac = spec.mac.toLowerCase();
       if ((parseInt(mac.slice(0, 2), 16) & 1) !== 0) throw invalid(`${at}.mac`, `${mac} is a multicast address`);
     }
-    return { name, vni, siteEndpoint: spec.siteEndpoint, gateway: spec.gateway.trim(), mac };
+    return { name, vni, siteEndpoint: spec.siteEndpoint, sitePort, gateway: spec.gateway.trim(), mac };
   });
 }
 

@@ -139,7 +139,7 @@ describe("inventory and groups", () => {
     expect(h.cp.view().appliances().map((a) => a.id)).toEqual(["a1", "a2", "a3", "a4"]);
   });
 
-  it("validates policy and interfaces, and refuses a VNI another group uses from the same site", () => {
+  it("validates policy and interfaces, and refuses a VNI another group uses (the distributor tells groups apart by VNI)", () => {
     const h = setup(0);
     expectCode(h, "policy.apply", { group: "sg1", policy: { rules: [{ name: "x", action: "maybe" }] } }, ErrorCode.POLICY_INVALID);
     const result = h.ok("policy.apply", { group: "sg1", policyText: "rules:\n  - name: web\n    protocol: tcp\n    ports: 443\n    action: accept\n" });
@@ -153,7 +153,8 @@ describe("inventory and groups", () => {
       { name: "sg1", interfaces: [...INTERFACES, { name: "dup", vni: 300, siteEndpoint: "192.0.2.30", gateway: "10.1.0.9/24" }] },
       ErrorCode.INVALID_ARGUMENT,
     );
-    h.ok("sg.create", { name: "sg2", interfaces: [{ name: "i", vni: 100, siteEndpoint: "192.0.2.99", gateway: "10.5.0.1/24", mac: "02:AA:00:00:00:01" }] });
+    expectCode(h, "sg.create", { name: "sg2", interfaces: [{ name: "i", vni: 100, siteEndpoint: "192.0.2.99", gateway: "10.5.0.1/24" }] }, ErrorCode.CONFLICT);
+    h.ok("sg.create", { name: "sg2", interfaces: [{ name: "i", vni: 101, siteEndpoint: "192.0.2.99", gateway: "10.5.0.1/24", mac: "02:AA:00:00:00:01" }] });
     const sg2 = h.cp.view().group("sg2") as { interfaces: { mac: string }[]; bucketCount: number };
     expect(sg2.interfaces[0]!.mac).toBe("02:aa:00:00:00:01");
     expect(sg2.bucketCount).toBe(65536); // automatic

@@ -739,7 +739,15 @@ export class ControlPlaneView {
       return v;
     };
     const hash = flowHashOfKey(g.seed, { zone: 0, protocol, src, dst, srcPort: port(flow.srcPort, "srcPort"), dstPort: port(flow.dstPort, "dstPort") });
-    const bucket = bucketOf(hash, g.bucketCount);
+    return this.bucketLocation(group, bucketOf(hash, g.bucketCount));
+  }
+
+  /** Owner, backup and fill targets of one bucket in the group's current table. */
+  bucketLocation(group: string, bucket: number): FlowLocation {
+    const g = requireGroupOf(this.model, group);
+    const table = currentTableOf(g);
+    if (table === null) throw new TandemError(ErrorCode.INVALID_STATE, `security group ${group} has no members in its table`, { group });
+    if (!Number.isInteger(bucket) || bucket < 0 || bucket >= g.bucketCount) throw new TandemError(ErrorCode.INVALID_ARGUMENT, `bucket must be 0-${g.bucketCount - 1}`, { field: "bucket" });
     const fills = g.transition === null ? null : fillMapOf(awaitedPhaseOf(planOf(g)));
     return { group, epoch: table.epoch, bucket, owner: ownerOf(table, bucket), backup: backupOf(table, bucket), filling: fills?.get(bucket) ?? [] };
   }

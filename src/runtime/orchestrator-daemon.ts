@@ -24,14 +24,18 @@ import { join } from "node:path";
 import { performance } from "node:perf_hooks";
 import { randomBytes, randomInt } from "node:crypto";
 import { pino, type Logger } from "pino";
-import { ControlPlane, type ControlPlaneOptions, type Effect, type FlowLocation, type FlowQuery, type PreparedStep, type QueuedCommand } from "../orchestrator/index.js";
+import { ControlPlane, type ControlPlaneOptions, type Effect, type FlowLocation, type PreparedStep, type QueuedCommand } from "../orchestrator/index.js";
 import type { OperatorCommand } from "../orchestrator/index.js";
 import { awaitedPhaseOf, encodeRoles, planOf } from "../orchestrator/transitions.js";
 import { checkName } from "../orchestrator/model.js";
 import { assert } from "../stdx/assert.js";
 import { ErrorCode, TandemError } from "../stdx/errors.js";
 import { openStore, type AuditRecord, type EventRecord, type Leadership, type Mutation, type OpenedStore, type Store, type StoreOptions } from "../store/store.js";
+import { parseIp, formatIp } from "../packet/addr.js";
+import { ConnectionQueries, type ConnectionFilter, type HeldConnection } from "./connection-queries.js";
 import { MemberReports, type MemberCounters, type MemberCountersInput, type VerifyView } from "./member-reports.js";
+import type { DistributorGroupConfig, InterfaceConfig, MemberConfig, MemberEndpoints } from "./cluster-config.js";
+import type { Endpoint } from "./member-link.js";
 import { ADMIN_TOKEN_NAME, hashToken, isRole, newTokenSecret, tokenDocument, TOKENS_MAX, TokenRegistry, type Principal, type Role, type TokenInfo } from "./tokens.js";
 
 export const ADMIN_TOKEN_FILE = "admin-token";
@@ -69,6 +73,48 @@ export interface OrchestratorDaemonOptions {
   resetAdminToken?: boolean;
   logger?: Logger;
   clock?: RuntimeClock;
+  /** The data path (started by the caller): the daemon keeps its tables current. */
+  distributor?: DistributorPort;
+}
+
+/** What the daemon needs of the distributor (src/runtime/distributor.ts). */
+export interface DistributorPort {
+  readonly vxlan: Endpoint;
+  readonly memberLink: Endpoint;
+  update(groups: DistributorGroupConfig[]): void;
+  stats(): Promise<unknown>;
+  close(): Promise<void>;
+}
+
+/** The cluster's identity and secret (store collection "meta", document "cluster"). */
+interface ClusterIdentity {
+  clusterId: number;
+  key: string; // base64, 32 bytes
+}
+
+/** Connection-table capacity from memory: 2% of it at 64 bytes per connection, within bounds. */
+export const CAPACITY_MIN = 1 << 16;
+export const CAPACITY_MAX = 1 << 20;
+export function capacityOfMemory(memoryMb: number): number {
+  return Math.min(CAPACITY_MAX, Math.max(CAPACITY_MIN, Math.floor((memoryMb * 1024 * 1024 * 0.02) / 64)));
+}
+
+/**
+ * HyperSync ids of a group's members: 1 + FNV-1a(id) mod 65535, probing upward past a taken
+ * id in appliance-id order. Stable while no two members of the group collide (p ~ n^2/131070).
+ */
+export function memberIdsOf(appliances: readonly string[]): Map<string, number> {
+  const out = new Map<string, number>();
+  const taken = new Set<number>();
+  for (const a of [...appliances].sort()) {
+    let h = 0x811c9dc5;
+    for (let i = 0; i < a.length; i++) h = Math.imul(h ^ a.charCodeAt(i), 0x01000193) >>> 0;
+    let id = 1 + (h % 65535);
+    while (taken.has(id)) id = id === 65535 ? 1 : id + 1;
+    taken.add(id);
+    out.set(a, id);
+  }
+  return out;
 }
 
 export type DaemonState = "standby" | "active" | "closed";
@@ -82,6 +128,14 @@ export interface HeartbeatInput {
   connections?: number;
   rttMs?: number;
   counters?: MemberCountersInput;
+  /** The member's data-path sockets ("ip:port"). */
+  endpoints?: MemberEndpoints;
+  /** HyperSync session (grows across restarts of the member process). */
+  session?: number;
+  /** Hits per policy rule name since the member loaded the policy. */
+  ruleHits?: Record<string, number>;
+  /** The member's operating-system process id (for operators and `tandem status`). */
+  pid?: number;
 }
 
 /** What a member learns from each heartbeat: what it should run. */
@@ -96,6 +150,8 @@ export interface HeartbeatAnswer {
   heartbeatIntervalMs: number;
   /** A verification round it should answer. */
   verify: { id: number; epoch: number } | null;
+  /** A connection lookup it should answer (POST /api/members/:appliance/connections). */
+  connectionQuery: ({ id: number } & ConnectionFilter) | null;
 }
 
 /** A group's routing table and fill map, for members and the distributor (JSON-friendly). */
@@ -111,11 +167,47 @@ export interface DistributionDocument {
   backup: string;
   /** Buckets whose state the owner must also send to these members (a running transition). */
   fills: { bucket: number; to: string[] }[];
+  /** HyperSync id of every member of the group (table or not). */
+  memberIds: Record<string, number>;
+  /** Data-path sockets of every member of the group, as last reported (null: not yet). */
+  endpoints: Record<string, MemberEndpoints | null>;
 }
 
+/** A connection lookup: at least one address; absent fields match anything. */
+export interface ConnectionFind {
+  group?: string;
+  protocol?: number | "tcp" | "udp" | "icmp" | "icmpv6";
+  src?: string;
+  dst?: string;
+  srcPort?: number;
+  dstPort?: number;
+}
+
+/** A connection (or, for a full 5-tuple with no live connection, where it would live). */
 export interface ConnectionLocation extends FlowLocation {
   ownerState: string | null;
   backupState: string | null;
+  protocol: number;
+  src: string;
+  srcPort: number;
+  dst: string;
+  dstPort: number;
+  /** State of the owner's copy (or any holder's); null: no member holds the flow. */
+  state: string | null;
+  expiresInMs: number | null;
+  /** Every member holding a copy, with its role for the bucket. */
+  heldBy: { member: string; role: string; state: string }[];
+  /** Every asked member answered. */
+  complete: boolean;
+}
+
+const PROTOCOL_BY_NAME: Record<string, number> = { tcp: 6, udp: 17, icmp: 1, icmpv6: 58 };
+
+/** One spelling per address, so member answers and queries compare as strings. */
+function normalIp(text: string): string {
+  const b = parseIp(text);
+  assert(b !== null, "validated before");
+  return formatIp(b);
 }
 
 export interface SyncMemberStatus {
@@ -164,6 +256,12 @@ export class OrchestratorDaemon {
   private ticker: NodeJS.Timeout | null = null;
   private readonly effectListeners: ((effect: Effect) => void)[] = [];
   private readonly commandCounts = { ok: 0, refused: 0, failed: 0, ticks: 0 };
+  private cluster: ClusterIdentity | null = null;
+  /** Soft state from heartbeats: data-path sockets, session, rule hits per appliance. */
+  private readonly endpoints = new Map<string, MemberEndpoints & { session: number | null }>();
+  private readonly pids = new Map<string, number>();
+  private readonly queries = new ConnectionQueries();
+  private readonly ruleHits = new Map<string, Record<string, number>>();
 
   private constructor(
     readonly options: OrchestratorDaemonOptions,
@@ -239,16 +337,33 @@ export class OrchestratorDaemon {
     this.tokens = TokenRegistry.fromDocuments(snapshot.collections.tokens);
     this.storeRevisionValue = snapshot.revision;
     this.cp = cp;
+    this.cluster = await this.ensureCluster(snapshot.collections.meta);
     let adminToken: string | null = null;
     if (this.tokens.size === 0 || this.options.resetAdminToken === true) adminToken = await this.createAdminToken();
     this.stateValue = "active";
     for (const effect of cp.startupEffects()) this.emit(effect);
+    this.pushDistributor();
     const tickIntervalMs = this.options.tickIntervalMs ?? TICK_INTERVAL_MS_DEFAULT;
     assert(tickIntervalMs > 0, "tickIntervalMs must be positive");
     this.ticker = setInterval(() => this.kick(), tickIntervalMs);
     this.ticker.unref();
     this.logger.info({ instance: this.instanceId, revision: snapshot.revision, store: this.store.kind }, "orchestrator active");
     return { adminToken };
+  }
+
+  /** The cluster id and key, made once (the first start) and kept in the store. */
+  private async ensureCluster(meta: readonly { id: string; [field: string]: unknown }[]): Promise<ClusterIdentity> {
+    const doc = meta.find((d) => d.id === "cluster");
+    if (doc !== undefined && typeof doc.clusterId === "number" && typeof doc.key === "string") return { clusterId: doc.clusterId, key: doc.key };
+    const identity: ClusterIdentity = { clusterId: randomInt(1, 2 ** 31), key: randomBytes(32).toString("base64") };
+    const at = this.clock.nowIso();
+    this.storeRevisionValue = await this.store.commit({
+      puts: [{ collection: "meta", doc: { id: "cluster", ...identity } }],
+      deletes: [],
+      audit: [{ at, actor: "system", command: "cluster.create", args: { clusterId: identity.clusterId }, result: "ok" }],
+      events: [{ at, kind: "cluster.created", message: `cluster ${identity.clusterId} created with a new HyperSync key` }],
+    });
+    return identity;
   }
 
   /** Written to the file first, then committed: a crash in between only leaves an unused file. */
@@ -278,6 +393,7 @@ export class OrchestratorDaemon {
     this.logger.warn({ instance: this.instanceId }, `orchestrator standing by: ${why}`);
     this.stateValue = "standby";
     this.stopTicker();
+    this.options.distributor?.update([]); // a standby forwards nothing
     this.rejectWaiting(new TandemError(ErrorCode.NOT_LEADER, `this orchestrator lost leadership (${why}); retry against the active one`));
     this.cp = null;
     void this.pumpDone.then(async () => {
@@ -294,6 +410,7 @@ export class OrchestratorDaemon {
   async close(): Promise<void> {
     if (this.stateValue === "closed") return;
     this.stopTicker();
+    this.queries.close();
     const wasActive = this.stateValue === "active";
     const deadline = this.clock.nowMs() + CLOSE_DRAIN_MS_MAX;
     while (wasActive && this.cp !== null && this.cp.queue.waitingCount > 0 && this.clock.nowMs() < deadline) {
@@ -464,6 +581,18 @@ export class OrchestratorDaemon {
   private emit(effect: Effect): void {
     this.logger.debug({ effect }, "effect");
     for (const listener of this.effectListeners) listener(effect);
+    this.pushDistributorSoon();
+  }
+
+  private pushQueued = false;
+  /** One distributor update per burst of effects (a step may emit several). */
+  private pushDistributorSoon(): void {
+    if (this.pushQueued || this.options.distributor === undefined) return;
+    this.pushQueued = true;
+    queueMicrotask(() => {
+      this.pushQueued = false;
+      this.pushDistributor();
+    });
   }
 
   private crash(error: unknown): void {
@@ -475,7 +604,12 @@ export class OrchestratorDaemon {
 
   // ---- tokens -----------------------------------------------------------------------------
 
+  /**
+   * Throws TANDEM_NOT_LEADER unless active: a standby has not loaded the tokens (they live in
+   * the store), so it would call every valid token unknown (401) instead of sending the caller on.
+   */
   authenticate(secret: string): Principal | null {
+    this.requireActive();
     return this.tokens.authenticate(secret);
   }
 
@@ -571,6 +705,17 @@ export class OrchestratorDaemon {
       nowMs,
     );
     this.reports.record(appliance, input.counters, nowMs);
+    if (input.ruleHits !== undefined) this.ruleHits.set(appliance, input.ruleHits);
+    if (input.pid !== undefined) this.pids.set(appliance, input.pid);
+    if (input.endpoints !== undefined) {
+      const before = this.endpoints.get(appliance);
+      const session = input.session ?? null;
+      if (before === undefined || before.data !== input.endpoints.data || before.sync !== input.endpoints.sync || before.session !== session) {
+        this.endpoints.set(appliance, { data: input.endpoints.data, sync: input.endpoints.sync, session });
+        this.logger.info({ appliance, ...input.endpoints, session }, "member endpoints");
+        this.pushDistributorSoon();
+      }
+    }
     const member = cp.current.members.get(appliance);
     const group = member === undefined ? undefined : cp.current.groups.get(member.group);
     // Cheap on purpose (every member, every heartbeat): the record and the cached plan, not the full transition view.
@@ -584,6 +729,7 @@ export class OrchestratorDaemon {
       transition: t === null ? null : { seq: t.seq, kind: t.kind, phase: awaitedPhaseOf(planOf(group!)).kind === "fill" ? "fill" : "reprotect" },
       heartbeatIntervalMs: cp.health.options.heartbeatIntervalMs,
       verify: member === undefined ? null : this.reports.pendingFor(member.group, appliance, nowMs),
+      connectionQuery: member === undefined ? null : this.queries.pendingFor(member.group, appliance),
     };
   }
 
@@ -612,7 +758,110 @@ export class OrchestratorDaemon {
       owner: encodeRoles(t.table.owner),
       backup: encodeRoles(t.table.backup),
       fills,
+      ...this.peersOf(group),
     };
+  }
+
+  private groupMembers(group: string): string[] {
+    const out: string[] = [];
+    for (const m of this.controlPlane.current.members.values()) if (m.group === group) out.push(m.appliance);
+    return out.sort();
+  }
+
+  private peersOf(group: string): { memberIds: Record<string, number>; endpoints: Record<string, MemberEndpoints | null> } {
+    const memberIds: Record<string, number> = {};
+    const endpoints: Record<string, MemberEndpoints | null> = {};
+    for (const [a, id] of memberIdsOf(this.groupMembers(group))) {
+      memberIds[a] = id;
+      const e = this.endpoints.get(a);
+      endpoints[a] = e === undefined ? null : { data: e.data, sync: e.sync };
+    }
+    return { memberIds, endpoints };
+  }
+
+  private interfacesOf(group: string): InterfaceConfig[] {
+    const g = this.controlPlane.current.groups.get(group);
+    if (g === undefined) return [];
+    return g.interfaces.map((i, index) => ({ index, name: i.name, vni: i.vni, gateway: i.gateway, mac: i.mac, siteEndpoint: i.siteEndpoint, sitePort: i.sitePort }));
+  }
+
+  /** What a member process runs (GET /api/members/:appliance/config). */
+  memberConfig(appliance: string): MemberConfig {
+    const cp = this.controlPlane;
+    const a = cp.current.appliances.get(appliance);
+    if (a === undefined) throw new TandemError(ErrorCode.APPLIANCE_NOT_FOUND, `no appliance with id ${appliance}`, { appliance });
+    assert(this.cluster !== null, "an active daemon knows its cluster");
+    const member = cp.current.members.get(appliance);
+    const g = member === undefined ? undefined : cp.current.groups.get(member.group);
+    const ids = g === undefined ? null : memberIdsOf(this.groupMembers(g.name));
+    const d = this.options.distributor;
+    return {
+      appliance,
+      group: g?.name ?? null,
+      memberId: ids?.get(appliance) ?? memberIdsOf([appliance]).get(appliance)!,
+      clusterId: this.cluster.clusterId,
+      clusterKey: this.cluster.key,
+      hashSeed: g?.seed ?? 0,
+      bucketCount: g?.bucketCount ?? 0,
+      interfaces: g === undefined ? [] : this.interfacesOf(g.name),
+      routes: g === undefined ? [] : g.routes.map((r) => ({ ...r })),
+      policy: g?.policy ?? { rules: [] },
+      policyRevision: g?.policyRevision ?? 0,
+      distributor: d === undefined ? null : `${d.memberLink.address}:${d.memberLink.port}`,
+      capacity: capacityOfMemory(a.memoryMb),
+    };
+  }
+
+  /** Every group with a routing table, as the distributor forwards it. */
+  distributorGroups(): DistributorGroupConfig[] {
+    if (this.stateValue !== "active" || this.cp === null || this.cluster === null) return [];
+    const cp = this.cp;
+    const view = cp.view();
+    const out: DistributorGroupConfig[] = [];
+    const vnis = new Map<number, string>();
+    for (const name of [...cp.current.groups.keys()].sort()) {
+      const d = view.distribution(name);
+      if (d === null) continue;
+      const interfaces = this.interfacesOf(name).filter((i) => {
+        const other = vnis.get(i.vni);
+        if (other !== undefined) {
+          this.logger.warn({ group: name, vni: i.vni, other }, "VNI served by another group: not distributed");
+          return false;
+        }
+        vnis.set(i.vni, name);
+        return true;
+      });
+      const t = d.table;
+      out.push({
+        group: name,
+        interfaces,
+        epoch: t.epoch,
+        seed: t.seed,
+        bucketCount: t.table.bucketCount,
+        members: [...t.table.members],
+        owner: t.table.owner,
+        backup: t.table.backup,
+        dataEndpoints: t.table.members.map((m) => this.endpoints.get(m)?.data ?? null),
+        clusterKey: this.cluster.key,
+      });
+    }
+    return out;
+  }
+
+  /** Sends the current tables to the distributor (after every epoch, config or endpoint change). */
+  private pushDistributor(): void {
+    const d = this.options.distributor;
+    if (d === undefined) return;
+    d.update(this.distributorGroups());
+  }
+
+  /** Hits per rule name summed over the group's members (as last reported). */
+  ruleHitsOf(group: string): Record<string, number> {
+    const out: Record<string, number> = {};
+    for (const a of this.groupMembers(group)) {
+      for (const [rule, n] of Object.entries(this.ruleHits.get(a) ?? {})) out[rule] = (out[rule] ?? 0) + n;
+    }
+    return out;
   }
 
   countersOf(appliance: string): MemberCounters | null {
@@ -651,15 +900,68 @@ export class OrchestratorDaemon {
 
   // ---- queries ------------------------------------------------------------------------------
 
-  findConnections(query: FlowQuery & { group?: string }): ConnectionLocation[] {
+  /**
+   * Connections matching a query, asked of the members that hold them (any role). With a full
+   * 5-tuple the flow's location in the table is always listed, live or not (state null).
+   */
+  async findConnections(query: ConnectionFind): Promise<ConnectionLocation[]> {
     const cp = this.controlPlane;
     const view = cp.view();
+    const protocol = query.protocol === undefined ? undefined : typeof query.protocol === "number" ? query.protocol : PROTOCOL_BY_NAME[query.protocol];
+    if (query.protocol !== undefined && (protocol === undefined || !Number.isInteger(protocol) || protocol < 0 || protocol > 255)) {
+      throw new TandemError(ErrorCode.INVALID_ARGUMENT, `protocol must be tcp, udp, icmp, icmpv6 or 0-255, got ${String(query.protocol)}`, { field: "protocol" });
+    }
+    if (query.src === undefined && query.dst === undefined) throw new TandemError(ErrorCode.INVALID_ARGUMENT, "give at least a source or a destination address", { field: "dst" });
+    for (const field of ["src", "dst"] as const) {
+      const v = query[field];
+      if (v !== undefined && parseIp(v) === null) throw new TandemError(ErrorCode.INVALID_ARGUMENT, `${field} ${v} is not an IP address`, { field });
+    }
     const groups = query.group !== undefined ? [query.group] : [...cp.current.groups.keys()].filter((g) => view.epochTable(g) !== null).sort();
     const stateOf = (id: string | null): string | null => (id === null ? null : (cp.current.members.get(id)?.state ?? "UNASSIGNED"));
-    return groups.map((g) => {
-      const location = view.connectionsLocation(g, query);
-      return { ...location, ownerState: stateOf(location.owner), backupState: stateOf(location.backup) };
-    });
+    const filter: ConnectionFilter = {};
+    if (protocol !== undefined) filter.protocol = protocol;
+    if (query.src !== undefined) filter.src = normalIp(query.src);
+    if (query.dst !== undefined) filter.dst = normalIp(query.dst);
+    if (query.srcPort !== undefined) filter.srcPort = query.srcPort;
+    if (query.dstPort !== undefined) filter.dstPort = query.dstPort;
+    const full = query.src !== undefined && query.dst !== undefined && query.srcPort !== undefined && query.dstPort !== undefined;
+    const out: ConnectionLocation[] = [];
+    for (const g of groups) {
+      if (view.epochTable(g) === null) view.connectionsLocation(g, { protocol: "tcp", src: "0.0.0.0", dst: "0.0.0.0" }); // TANDEM_INVALID_STATE / SG_NOT_FOUND
+      // Only members that run a data path (they reported their sockets) hold connections.
+      const asked = view
+        .members(g, this.clock.nowMs())
+        .filter((m) => m.alive && this.endpoints.has(m.appliance) && (m.state === "UP" || m.state === "JOINING" || m.state === "DRAINING"))
+        .map((m) => m.appliance);
+      const { answers, missing } = await this.queries.ask(g, asked, filter);
+      const flows = new Map<string, { c: HeldConnection; heldBy: { member: string; role: string; state: string }[] }>();
+      for (const [member, list] of answers) {
+        for (const c of list) {
+          const key = `${c.protocol}|${c.src}|${c.srcPort}|${c.dst}|${c.dstPort}`;
+          const f = flows.get(key) ?? { c, heldBy: [] };
+          if (c.role === "owner") f.c = c;
+          f.heldBy.push({ member, role: c.role, state: c.state });
+          flows.set(key, f);
+        }
+      }
+      if (this.cp === null) break; // lost leadership while waiting
+      const v = this.cp.view();
+      if (full && flows.size === 0) {
+        const l = v.connectionsLocation(g, { protocol: protocol ?? "tcp", src: query.src!, dst: query.dst!, srcPort: query.srcPort, dstPort: query.dstPort });
+        out.push({ ...l, ownerState: stateOf(l.owner), backupState: stateOf(l.backup), protocol: protocol ?? 6, src: filter.src!, srcPort: query.srcPort!, dst: filter.dst!, dstPort: query.dstPort!, state: null, expiresInMs: null, heldBy: [], complete: missing.length === 0 });
+      }
+      for (const { c, heldBy } of [...flows.values()].sort((a, b) => a.c.bucket - b.c.bucket || a.c.srcPort - b.c.srcPort)) {
+        const l = v.bucketLocation(g, c.bucket);
+        out.push({ ...l, ownerState: stateOf(l.owner), backupState: stateOf(l.backup), protocol: c.protocol, src: c.src, srcPort: c.srcPort, dst: c.dst, dstPort: c.dstPort, state: c.state, expiresInMs: c.expiresInMs, heldBy: heldBy.sort((a, b) => (a.member < b.member ? -1 : 1)), complete: missing.length === 0 });
+      }
+    }
+    return out;
+  }
+
+  /** A member's answer to a connection lookup. */
+  connectionsReport(appliance: string, report: { id: number; connections: HeldConnection[] }): { accepted: boolean } {
+    this.requireAppliance(appliance);
+    return this.queries.answer(appliance, report.id, report.connections);
   }
 
   syncStatus(group?: string): SyncStatus[] {
@@ -715,6 +1017,13 @@ export class OrchestratorDaemon {
       commands: { ...this.commandCounts },
       appliances: { total: appliances.length, pool: appliances.filter((a) => a.group === null).length, alive: appliances.filter((a) => a.alive).length },
       groups: cp.view().groups(nowMs),
+      members: [...cp.current.members.values()]
+        .map((m) => {
+          const a = appliances.find((x) => x.id === m.appliance);
+          return { id: m.appliance, group: m.group, state: m.state, alive: a?.alive ?? false, pid: this.pids.get(m.appliance) ?? null, endpoints: this.endpoints.get(m.appliance) ?? null };
+        })
+        .sort((x, y) => (x.id < y.id ? -1 : x.id > y.id ? 1 : 0)),
+      distributor: this.options.distributor === undefined ? null : { vxlan: this.options.distributor.vxlan, memberLink: this.options.distributor.memberLink },
     };
   }
 

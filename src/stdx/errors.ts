@@ -39,6 +39,8 @@ export const ErrorCode = {
   TIMEOUT: "TANDEM_TIMEOUT",
   TRANSITION_FAILED: "TANDEM_TRANSITION_FAILED",
   VERIFY_FAILED: "TANDEM_VERIFY_FAILED",
+  // The network lab (src/lab): needs root (CAP_NET_ADMIN + CAP_SYS_ADMIN) and iproute2/ethtool.
+  LAB_NEEDS_ROOT: "TANDEM_LAB_NEEDS_ROOT",
 } as const;
 export type ErrorCode = (typeof ErrorCode)[keyof typeof ErrorCode];
 
@@ -81,6 +83,7 @@ export function exitCodeOf(code: string): number {
     case ErrorCode.LIMIT_EXCEEDED:
     case ErrorCode.UNAUTHENTICATED:
     case ErrorCode.FORBIDDEN:
+    case ErrorCode.LAB_NEEDS_ROOT:
       return 2;
     default:
       return 1;
