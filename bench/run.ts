@@ -11,6 +11,7 @@ const benches: Record<string, () => Promise<BenchFn>> = {
   distribution: async () => (await import("./distribution.js")).run,
   "rule-base": async () => (await import("./rule-base.js")).run,
   sync: async () => (await import("./sync.js")).run,
+  cluster: async () => (await import("./cluster.js")).run,
 };
 
 function commit(): string {

@@ -49,6 +49,7 @@ export function createMetrics(d: OrchestratorDaemon): Metrics {
     syncSent: counter("tandem_member_sync_records_sent_total", "HyperSync records sent", GM),
     syncApplied: counter("tandem_member_sync_records_applied_total", "HyperSync records applied", GM),
     badDatagrams: counter("tandem_member_sync_bad_datagrams_total", "Sync datagrams dropped (authentication, stale epoch)", GM),
+    ruleHits: counter("tandem_rule_hits_total", "Packets that matched a policy rule (summed over the group's members, since each loaded the policy)", ["group", "rule"]),
   };
 
   function collect(): void {
@@ -96,6 +97,7 @@ export function createMetrics(d: OrchestratorDaemon): Metrics {
         if (c.badDatagrams !== null) m.badDatagrams.inc(l, c.badDatagrams);
       }
       m.groupConnections.set({ group }, connections);
+      for (const [rule, hits] of Object.entries(d.ruleHitsOf(group))) m.ruleHits.inc({ group, rule }, hits);
     }
   }
 

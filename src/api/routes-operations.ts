@@ -113,11 +113,14 @@ export function registerOperationRoutes(app: FastifyInstance, d: OrchestratorDae
   route(
     app,
     { method: "GET", url: "/api/groups/:name/distribution", access: "member", tag: MB, summary: "The group's routing table and fill map (for its members and the distributor)", params: S.PARAMS_GROUP },
-    (c) => {
+    (c, _request, reply) => {
       if (c.principal.role === "member" && d.controlPlane.current.members.get(c.principal.name)?.group !== c.params.name) {
         throw new TandemError(ErrorCode.FORBIDDEN, `member token ${c.principal.name} may only read its own group's table`);
       }
-      return d.distribution(c.params.name!);
+      d.controlPlane.view().group(c.params.name!); // TANDEM_SG_NOT_FOUND
+      const json = d.distributionJson(c.params.name!);
+      if (json === null) return null;
+      return reply.type("application/json").send(json);
     },
   );
 }

@@ -174,7 +174,7 @@ export const HEARTBEAT = object({
     },
     ["data", "sync"],
   ),
-  session: { type: "integer", minimum: 1, maximum: 0xffffffff },
+  session: { type: "integer", minimum: 0, maximum: 0xffffffff, description: "0 until the member runs a node" },
   pid: { type: "integer", minimum: 1, maximum: 0x7fffffff },
   ruleHits: { type: "object", maxProperties: 100_000, propertyNames: { type: "string", maxLength: 128 }, additionalProperties: COUNT },
 });

@@ -5,9 +5,12 @@
 import { Command, CommanderError } from "commander";
 import { TandemError, exitCodeOf } from "../stdx/errors.js";
 import { registerManagement } from "./management.js";
+import { registerMember } from "./member.js";
 import { registerOrchestrator } from "./orchestrator.js";
 import { registerReplay } from "./replay.js";
 import { registerSim } from "./sim.js";
+import { registerLab } from "./lab.js";
+import { registerUp } from "./up.js";
 
 const program = new Command();
 program
@@ -19,8 +22,11 @@ program
 
 registerReplay(program);
 registerOrchestrator(program);
+registerMember(program);
 registerManagement(program);
 registerSim(program);
+registerLab(program);
+registerUp(program);
 
 async function main(): Promise<void> {
   try {

@@ -24,6 +24,8 @@ interface OrchestratorFlags {
   heartbeatIntervalMs?: string;
   downAfterMs?: string;
   fillTimeoutMs?: string;
+  vxlanListen?: string;
+  memberLinkListen?: string;
 }
 
 /** "127.0.0.1:7470", "[::1]:0", ":7470" (all interfaces). */
@@ -55,6 +57,8 @@ export function registerOrchestrator(program: Command): void {
     .option("--heartbeat-interval-ms <ms>", "expected member heartbeat period")
     .option("--down-after-ms <ms>", "a member silent this long is DOWN")
     .option("--fill-timeout-ms <ms>", "a make-before-break fill must complete within this long")
+    .option("--vxlan-listen <a.b.c.d:port>", "run the distributor: where the sites' VXLAN arrives (port 0: any free port)")
+    .option("--member-link-listen <a.b.c.d:port>", "with --vxlan-listen: where members send and receive frames (default: the VXLAN address, any port)")
     .action(async (flags: OrchestratorFlags) => {
       const { host, port } = parseListen(flags.listen);
       if (flags.store !== "sqlite" && flags.store !== "etcd") throw new TandemError(ErrorCode.INVALID_ARGUMENT, `--store must be sqlite or etcd, got "${flags.store}"`);
@@ -73,12 +77,23 @@ export function registerOrchestrator(program: Command): void {
       const { OrchestratorDaemon, ADMIN_TOKEN_FILE } = await import("../runtime/orchestrator-daemon.js");
       const { buildApi } = await import("../api/server.js");
       const logger = pino({ level: flags.logLevel }, pino.destination(2));
+      let distributor: Awaited<ReturnType<typeof import("../runtime/distributor.js").startDistributor>> | undefined;
+      if (flags.vxlanListen !== undefined) {
+        const { parseEndpoint } = await import("../runtime/member-link.js");
+        const vxlan = parseEndpoint(flags.vxlanListen);
+        if (vxlan === null) throw new TandemError(ErrorCode.INVALID_ARGUMENT, `--vxlan-listen must be a.b.c.d:port, got "${flags.vxlanListen}"`);
+        const memberLink = flags.memberLinkListen === undefined ? { address: vxlan.address, port: 0 } : parseEndpoint(flags.memberLinkListen);
+        if (memberLink === null) throw new TandemError(ErrorCode.INVALID_ARGUMENT, `--member-link-listen must be a.b.c.d:port, got "${flags.memberLinkListen}"`);
+        const { startDistributor } = await import("../runtime/distributor.js");
+        distributor = await startDistributor({ vxlanListen: vxlan, memberLinkListen: memberLink });
+      }
       const daemon = await OrchestratorDaemon.open({
         dataDir: flags.dataDir,
         store: flags.store === "etcd" ? { kind: "etcd", endpoints: flags.etcd, ...(flags.etcdPrefix ? { prefix: flags.etcdPrefix } : {}) } : { kind: "sqlite", dataDir: flags.dataDir },
         controlPlane: { health, ...(fillTimeoutMs !== undefined ? { fillTimeoutMs } : {}) },
         resetAdminToken: flags.newAdminToken === true,
         logger,
+        ...(distributor !== undefined ? { distributor } : {}),
       });
       const app = await buildApi(daemon, { logger });
 
@@ -92,6 +107,7 @@ export function registerOrchestrator(program: Command): void {
         closing = (async () => {
           await app.close();
           await daemon.close();
+          await distributor?.close();
         })();
         return closing;
       };
@@ -125,6 +141,9 @@ export function registerOrchestrator(program: Command): void {
         process.stdout.write(`admin token (shown once; also in ${flags.dataDir}/${ADMIN_TOKEN_FILE}, mode 0600): ${adminToken}\n`);
       }
       process.stdout.write(`tandem orchestrator active (store ${daemon.storeKind}, revision ${daemon.storeRevision}, API docs ${url}/api/docs)\n`);
+      if (distributor !== undefined) {
+        process.stdout.write(`distributor: VXLAN ${distributor.vxlan.address}:${distributor.vxlan.port}, member link ${distributor.memberLink.address}:${distributor.memberLink.port}\n`);
+      }
       await stopped;
     });
 }

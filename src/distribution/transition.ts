@@ -137,27 +137,26 @@ function makeBeforeBreak(kind: TransitionKind, old: EpochTable, newMembers: read
   const final = nextEpoch(old, 1, finalTable);
   const fills: BucketMove[] = [];
   const flips: BucketMove[] = [];
+  // Plain comparisons, no per-bucket temporaries: a join or drain touches most of 65,536 buckets
+  // and this runs on the orchestrator's event loop.
   for (const c of diffTables(old.table, finalTable)) {
-    const holders = [c.fromOwner, c.fromBackup];
-    const fillTo: string[] = [];
-    if (c.toOwner !== null && !holders.includes(c.toOwner)) fillTo.push(c.toOwner);
-    if (c.toBackup !== null && !holders.includes(c.toBackup)) fillTo.push(c.toBackup);
-    if (fillTo.length > 0) {
-      fills.push({
-        bucket: c.bucket,
-        kind: "fill",
-        fromOwner: c.fromOwner,
-        fromBackup: c.fromBackup,
-        toOwner: c.fromOwner,
-        toBackup: c.fromBackup,
-        fillFrom: c.fromOwner,
-        fillTo,
-        release: [],
-      });
+    const fo = c.fromOwner;
+    const fb = c.fromBackup;
+    const to = c.toOwner;
+    const tb = c.toBackup;
+    let fillTo: string[] | null = null;
+    if (to !== null && to !== fo && to !== fb) fillTo = [to];
+    if (tb !== null && tb !== fo && tb !== fb) {
+      if (fillTo === null) fillTo = [tb];
+      else fillTo.push(tb);
     }
-    const keep = [c.toOwner, c.toBackup];
-    const release = holders.filter((id): id is string => id !== null && !keep.includes(id));
-    flips.push({ ...c, kind: "flip", fillFrom: null, fillTo: [], release });
+    if (fillTo !== null) {
+      fills.push({ bucket: c.bucket, kind: "fill", fromOwner: fo, fromBackup: fb, toOwner: fo, toBackup: fb, fillFrom: fo, fillTo, release: [] });
+    }
+    const release: string[] = [];
+    if (fo !== null && fo !== to && fo !== tb) release.push(fo);
+    if (fb !== null && fb !== to && fb !== tb) release.push(fb);
+    flips.push({ bucket: c.bucket, fromOwner: fo, fromBackup: fb, toOwner: to, toBackup: tb, kind: "flip", fillFrom: null, fillTo: [], release });
   }
   return {
     kind,

@@ -42,6 +42,13 @@ export const ADMIN_TOKEN_FILE = "admin-token";
 export const TICK_INTERVAL_MS_DEFAULT = 20;
 /** Steps one pump runs before yielding to the event loop (requests, heartbeats). */
 export const PUMP_STEPS_MAX = 64;
+/**
+ * A step or a timer turn that took longer than this means this process was not reading its
+ * sockets: heartbeats may be waiting unread, so member silence is not judged until
+ * HEALTH_GRACE_MS after such a stall (our own stall must not fail members over).
+ */
+export const STALL_MS = 60;
+export const HEALTH_GRACE_MS = 100;
 /** How long close() waits for the queue to drain. */
 export const CLOSE_DRAIN_MS_MAX = 5_000;
 
@@ -345,7 +352,13 @@ export class OrchestratorDaemon {
     this.pushDistributor();
     const tickIntervalMs = this.options.tickIntervalMs ?? TICK_INTERVAL_MS_DEFAULT;
     assert(tickIntervalMs > 0, "tickIntervalMs must be positive");
-    this.ticker = setInterval(() => this.kick(), tickIntervalMs);
+    this.lastTimerMs = this.clock.nowMs();
+    this.ticker = setInterval(() => {
+      const now = this.clock.nowMs();
+      if (now - this.lastTimerMs > tickIntervalMs + STALL_MS) this.stalled(now, now - this.lastTimerMs - tickIntervalMs);
+      this.lastTimerMs = now;
+      this.kick();
+    }, tickIntervalMs);
     this.ticker.unref();
     this.logger.info({ instance: this.instanceId, revision: snapshot.revision, store: this.store.kind }, "orchestrator active");
     return { adminToken };
@@ -456,20 +469,41 @@ export class OrchestratorDaemon {
     });
   }
 
+  private lastTimerMs = 0;
+  private healthGraceUntilMs = 0;
+  readonly stalls = { count: 0, longestMs: 0 };
+
+  /** This process did not read its sockets for `ms`: give heartbeats time to be read. */
+  private stalled(nowMs: number, ms: number): void {
+    this.stalls.count++;
+    this.stalls.longestMs = Math.max(this.stalls.longestMs, ms);
+    this.healthGraceUntilMs = Math.max(this.healthGraceUntilMs, nowMs + HEALTH_GRACE_MS);
+    this.logger.warn({ stallMs: Math.round(ms) }, "orchestrator stalled; member silence not judged for a moment");
+  }
+
   private async pump(): Promise<void> {
     for (let steps = 0; steps < PUMP_STEPS_MAX && this.stateValue === "active" && this.cp !== null; steps++) {
       if (this.needResync && !(await this.resync())) return;
       const cp = this.cp;
-      // Health first (a DOWN member is failed over before the next operator command), then one command.
-      const tick = cp.tick(this.ctx("system"));
+      const startedMs = this.clock.nowMs();
+      // Health first (a DOWN member is failed over before the next operator command), then one
+      // command. No health tick while heartbeats may sit unread after a stall of ours.
+      const tick = startedMs < this.healthGraceUntilMs ? null : cp.tick(this.ctx("system"));
       if (tick !== null) {
         this.commandCounts.ticks++;
         await this.commitStep(tick, null);
-        continue;
+      } else {
+        const item = cp.queue.next();
+        if (item === null) return;
+        await this.runItem(cp, item);
       }
-      const item = cp.queue.next();
-      if (item === null) return;
-      await this.runItem(cp, item);
+      const tookMs = this.clock.nowMs() - startedMs;
+      if (tookMs > STALL_MS) {
+        // Let the event loop read sockets (heartbeats) before the next step.
+        this.stalled(this.clock.nowMs(), tookMs);
+        setImmediate(() => this.kick());
+        return;
+      }
     }
     if (this.stateValue === "active" && this.cp !== null && this.cp.queue.waitingCount > 0) setImmediate(() => this.kick());
   }
@@ -712,6 +746,7 @@ export class OrchestratorDaemon {
       const session = input.session ?? null;
       if (before === undefined || before.data !== input.endpoints.data || before.sync !== input.endpoints.sync || before.session !== session) {
         this.endpoints.set(appliance, { data: input.endpoints.data, sync: input.endpoints.sync, session });
+        this.endpointsVersion++;
         this.logger.info({ appliance, ...input.endpoints, session }, "member endpoints");
         this.pushDistributorSoon();
       }
@@ -739,6 +774,25 @@ export class OrchestratorDaemon {
     const result = cp.fillReport({ appliance, epoch: report.epoch, buckets: report.buckets }, this.clock.nowMs());
     if (result.complete) this.kick();
     return result;
+  }
+
+  private distributionCache = new Map<string, { key: string; json: string }>();
+  private endpointsVersion = 0;
+
+  /**
+   * The distribution document as JSON, made once per store revision and endpoint change: every
+   * member fetches it at each epoch and phase, and during a join it lists ~65,536 fills.
+   */
+  distributionJson(group: string): string | null {
+    const key = `${this.storeRevisionValue}|${this.endpointsVersion}`;
+    const cached = this.distributionCache.get(group);
+    if (cached !== undefined && cached.key === key) return cached.json;
+    const doc = this.distribution(group);
+    if (doc === null) return null;
+    const json = JSON.stringify(doc);
+    this.distributionCache.set(group, { key, json });
+    if (this.distributionCache.size > 4096) this.distributionCache.delete(this.distributionCache.keys().next().value!);
+    return json;
   }
 
   distribution(group: string): DistributionDocument | null {
@@ -820,8 +874,8 @@ export class OrchestratorDaemon {
     const out: DistributorGroupConfig[] = [];
     const vnis = new Map<number, string>();
     for (const name of [...cp.current.groups.keys()].sort()) {
-      const d = view.distribution(name);
-      if (d === null) continue;
+      const t = view.epochTable(name); // the routing table only: the fill map is the members' business
+      if (t === null) continue;
       const interfaces = this.interfacesOf(name).filter((i) => {
         const other = vnis.get(i.vni);
         if (other !== undefined) {
@@ -831,7 +885,6 @@ export class OrchestratorDaemon {
         vnis.set(i.vni, name);
         return true;
       });
-      const t = d.table;
       out.push({
         group: name,
         interfaces,
