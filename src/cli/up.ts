@@ -17,6 +17,7 @@ interface UpFlags {
   listen: string;
   logLevel: string;
   traffic: boolean;
+  memberNetns?: boolean;
 }
 
 export function registerUp(program: Command): void {
@@ -29,6 +30,7 @@ export function registerUp(program: Command): void {
     .option("--listen <host:port>", "where the API listens", "127.0.0.1:7470")
     .option("--log-level <level>", "fatal, error, warn, info, debug", "warn")
     .option("--no-traffic", "start no traffic")
+    .option("--member-netns", "with --lab: run each member in its own network namespace (tdm-m<i>), so member links and sync cross a network")
     .action(async (flags: UpFlags) => {
       const members = intOption(flags.members, "--members", 1, 64)!;
       if (!["fatal", "error", "warn", "info", "debug", "trace", "silent"].includes(flags.logLevel)) {
@@ -37,7 +39,8 @@ export function registerUp(program: Command): void {
       const { pino } = await import("pino");
       const { LocalCluster } = await import("../runtime/local-cluster.js");
       const logger = pino({ level: flags.logLevel }, pino.destination(2));
-      const cluster = new LocalCluster({ dataDir: flags.dataDir, members, lab: flags.lab === true, listen: parseListen(flags.listen), logger, traffic: flags.traffic });
+      const cluster = new LocalCluster({ dataDir: flags.dataDir, members, lab: flags.lab === true, listen: parseListen(flags.listen), logger, traffic: flags.traffic, ...(flags.memberNetns === true ? { memberNamespaces: members + 1 } : {}) });
+      if (flags.memberNetns === true && flags.lab !== true) throw new TandemError(ErrorCode.INVALID_ARGUMENT, "--member-netns needs --lab");
       let stopping: Promise<void> | null = null;
       const done = new Promise<void>((resolve) => {
         for (const signal of ["SIGINT", "SIGTERM"] as const) {

@@ -188,6 +188,8 @@ function isClosingState(state: number): boolean {
 }
 
 export class Tracker {
+  /** Segments of BE_LIBERAL directions accepted by resync() (picked-up connections). */
+  resyncs = 0;
   /** State before the last track()/initNew() (NONE for a new connection). */
   oldState = 0;
   /** State after it (equal to oldState when the packet changed nothing). */
@@ -597,9 +599,9 @@ export class Tracker {
         this.setDirFlag(base, dir, TcpDirFlag.DATA_UNACKNOWLEDGED);
         return WINDOW_IGNORE;
       }
-      return WINDOW_INVALID;
+      return this.liberal(base, dir) ? this.resync(base, dir, end, sack, win) : WINDOW_INVALID;
     }
-    if (!before(sack, rEnd + 1)) return WINDOW_INVALID; // acks data never seen
+    if (!before(sack, rEnd + 1)) return this.liberal(base, dir) ? this.resync(base, dir, end, sack, win) : WINDOW_INVALID; // acks data never seen
     if (rMaxWin !== 0 && !after(end, sEnd - rMaxWin - 1)) return WINDOW_IGNORE; // old data again
     if (!after(sack, rEnd - maxAckWindow - 1)) return WINDOW_IGNORE; // very late ACK
 
@@ -620,7 +622,33 @@ export class Tracker {
       words[rMaxEndAt] = sack + win + (win === 0 ? 1 : 0);
     }
     if (ack === rEnd) packed &= ~(TcpDirFlag.DATA_UNACKNOWLEDGED << (TCP_FLAGS_SHIFT + 6 * rdir));
+    // In window by the book: this direction is synchronised again (see resync).
+    packed &= ~(TcpDirFlag.BE_LIBERAL << (TCP_FLAGS_SHIFT + 6 * dir));
     words[base + W_TCP] = packed;
+    return WINDOW_ACCEPT;
+  }
+
+  private liberal(base: number, dir: number): boolean {
+    return (dirFlagsOf(this.words[base + W_TCP]!, dir) & TcpDirFlag.BE_LIBERAL) !== 0;
+  }
+
+  /**
+   * A BE_LIBERAL direction (a connection picked up mid-stream: a HyperSync backup promoted after
+   * its owner died, whose window ends are as old as the last record) sent a segment the stale
+   * ends call impossible. Like Linux's pick-up with be_liberal, accept it; unlike Linux, also
+   * take the ends from it, so the next segments are checked by the book and the flag comes off
+   * with the first one that passes.
+   */
+  private resync(base: number, dir: number, end: number, sack: number, win: number): number {
+    const words = this.words;
+    const rdir = dir ^ 1;
+    const swin = ((win << scaleOf(words[base + W_TCP]!, dir)) >>> 0) || 1;
+    if (after(end, words[base + W_END + dir]!)) words[base + W_END + dir] = end;
+    if (words[base + W_MAX_WIN + dir]! < swin) words[base + W_MAX_WIN + dir] = swin;
+    if (after(end + swin, words[base + W_MAX_END + dir]!)) words[base + W_MAX_END + dir] = end + swin;
+    if (after(sack, words[base + W_END + rdir]!)) words[base + W_END + rdir] = sack;
+    if (after(sack + swin, words[base + W_MAX_END + rdir]!)) words[base + W_MAX_END + rdir] = sack + swin;
+    this.resyncs++;
     return WINDOW_ACCEPT;
   }
 

@@ -824,7 +824,10 @@ export class ClusterNode {
     words[base + W_MAX_WIN] = 0;
     words[base + W_MAX_WIN + 1] = 0;
     const maxack = (TcpDirFlag.MAXACK_SET << TCP_FLAGS_SHIFT) | (TcpDirFlag.MAXACK_SET << (TCP_FLAGS_SHIFT + 6));
-    words[base + W_TCP] = words[base + W_TCP]! & ~maxack;
+    // BE_LIBERAL: the ends of the other direction are as old as the last record; the first
+    // segment they call impossible re-anchors them instead of being dropped (Tracker.resync).
+    const liberal = (TcpDirFlag.BE_LIBERAL << TCP_FLAGS_SHIFT) | (TcpDirFlag.BE_LIBERAL << (TCP_FLAGS_SHIFT + 6));
+    words[base + W_TCP] = (words[base + W_TCP]! & ~maxack) | liberal;
   }
 
   /**

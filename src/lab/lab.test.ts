@@ -6,7 +6,8 @@
 import { execFile } from "node:child_process";
 import dgram from "node:dgram";
 import { promisify } from "node:util";
-import { afterAll, describe, expect, it } from "vitest";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { acquireLabLock } from "../../test/fixtures/lab-lock.js";
 import { ErrorCode, TandemError } from "../stdx/errors.js";
 import { LAB_DEFAULT_HOSTS, execIn, labDown, labStatus, labUp, planLab, requireRoot, spawnIn, type LabHostSpec } from "./lab.js";
 
@@ -144,10 +145,17 @@ function nextVxlanArp(socket: dgram.Socket, timeoutMs: number): Promise<VxlanArp
 
 describe.skipIf(!isRoot)("lab on this machine (root)", () => {
   const socket = dgram.createSocket("udp4");
+  let release: (() => void) | null = null;
+
+  // The lab is global to the machine: one test file at a time (the cluster e2e uses it too).
+  beforeAll(async () => {
+    release = await acquireLabLock();
+  }, 600_000);
 
   afterAll(async () => {
     socket.close();
     await labDown();
+    release?.();
   });
 
   it("client's vx0 sends its ARP request for the gateway, VNI 101, to the distributor's port", async () => {

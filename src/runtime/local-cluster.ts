@@ -86,7 +86,10 @@ export class LocalCluster {
   }
 
   get cliPath(): string {
-    return this.options.cliPath ?? join(dirname(fileURLToPath(import.meta.url)), "..", "cli", "main.js");
+    if (this.options.cliPath !== undefined) return this.options.cliPath;
+    // Compiled: beside this file's directory; from sources (vitest): the compiled CLI under dist/.
+    const here = dirname(fileURLToPath(import.meta.url));
+    return import.meta.url.endsWith(".ts") ? join(here, "..", "..", "dist", "src", "cli", "main.js") : join(here, "..", "cli", "main.js");
   }
 
   async start(): Promise<void> {
