@@ -116,15 +116,22 @@ describe.skipIf(!isRoot)("the running cluster (lab, 3 members in their own names
   /** Waits for the group to be settled with `n` members UP. */
   async function settled(n: number): Promise<void> {
     const client = cluster.adminClient();
-    await waitUntil(
-      async () => {
-        const members = (await client.listMembers(GROUP_DEFAULT)).filter((m) => m.state === "UP");
-        const t = await client.transition(GROUP_DEFAULT);
-        return members.length === n && t === null;
-      },
-      30_000,
-      `${n} members UP and no transition`,
-    );
+    let seen = "";
+    try {
+      await waitUntil(
+        async () => {
+          const all = await client.listMembers(GROUP_DEFAULT);
+          const t = await client.transition(GROUP_DEFAULT);
+          seen = `${all.map((m) => `${m.appliance}:${m.state}`).join(" ")}; transition ${t === null ? "none" : `${t.kind} ${Math.round(t.progress * 100)}%`}`;
+          return all.filter((m) => m.state === "UP").length === n && t === null;
+        },
+        30_000,
+        `${n} members UP and no transition`,
+      );
+    } catch (error) {
+      const events = (await client.events({ limit: 15 })).map((e) => `${e.kind}: ${e.message}`).join("\n");
+      throw new Error(`${(error as Error).message}; last seen: ${seen}\nrecent events:\n${events}`);
+    }
   }
 
   /** SIGKILLs a member; resolves with how long after the kill the distributor served its buckets elsewhere. */
@@ -240,6 +247,8 @@ describe.skipIf(!isRoot)("the running cluster (lab, 3 members in their own names
     const { done } = download(out);
     await downloadOwner();
     await cluster.addLocalAppliance(4);
+    // Assign it once it heartbeats (as an operator would: the appliance shows alive in the pool).
+    await waitUntil(async () => (await client.listAppliances()).some((a) => a.id === "local-4" && a.alive), 30_000, "local-4 heartbeating");
     await client.assign(GROUP_DEFAULT, "local-4");
     await client.applyChanges(GROUP_DEFAULT);
     await settled(4);
