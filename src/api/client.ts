@@ -2,7 +2,7 @@
 // The CLI and the web UI talk to the orchestrator through this and nothing else.
 //
 // Invariants kept: every failure is a TandemError: the server's {code, message} as sent (with
-// the HTTP status in details), TANDEM_SERVER_UNREACHABLE when no answer came (connection
+// the server's details, if any, and the HTTP status in details), TANDEM_SERVER_UNREACHABLE when no answer came (connection
 // refused, reset, DNS), TANDEM_TIMEOUT when the answer took longer than timeoutMs; path
 // segments are always URL-encoded; no Node-only import, so the web UI can bundle it.
 
@@ -13,6 +13,7 @@ import type {
   ApplianceView,
   ApplyResult,
   AuditRecord,
+  BucketMap,
   ChangesView,
   ConnectionLocation,
   ConnectionQuery,
@@ -39,10 +40,13 @@ import type {
   TokenInfo,
   TransitionView,
   VerifyView,
+  Whoami,
 } from "./types.js";
 
 export const DEFAULT_SERVER = "http://127.0.0.1:7470";
 export const REQUEST_TIMEOUT_MS_DEFAULT = 30_000;
+/** Longest server-sent event the stream reader buffers (a snapshot of many members is ~100 KB). */
+export const STREAM_EVENT_BYTES_MAX = 16 * 1024 * 1024;
 
 export interface ClientOptions {
   /** Base URL, e.g. http://127.0.0.1:7470 */
@@ -271,12 +275,85 @@ export class TandemClient {
   distribution(group: string): Promise<DistributionDocument | null> {
     return this.request("GET", `/api/groups/${seg(group)}/distribution`);
   }
+
+  // ---- web UI
+  whoami(): Promise<Whoami> {
+    return this.request("GET", "/api/whoami");
+  }
+  /** The group's bucket map (monitor role); null: the group has no table yet. */
+  buckets(group: string): Promise<BucketMap | null> {
+    return this.request("GET", `/api/groups/${seg(group)}/buckets`);
+  }
+
+  /**
+   * Follows GET /api/stream (server-sent events, read with fetch so the token travels in the
+   * Authorization header) and calls onEvent with each event's name and parsed data. Resolves
+   * when the server ends the stream or `signal` aborts; rejects with a TandemError otherwise.
+   */
+  async stream(onEvent: (name: string, data: unknown) => void, signal: AbortSignal): Promise<void> {
+    const headers: Record<string, string> = { accept: "text/event-stream" };
+    if (this.token !== null) headers.authorization = `Bearer ${this.token}`;
+    let response: Response;
+    try {
+      response = await this.fetchFn(`${this.server}/api/stream`, { headers, signal });
+    } catch (error) {
+      if (signal.aborted) return;
+      throw new TandemError(ErrorCode.SERVER_UNREACHABLE, `cannot reach the orchestrator at ${this.server} (${(error as Error).message})`);
+    }
+    if (!response.ok) throw errorOf(response.status, await response.text(), "GET /api/stream");
+    if (response.body === null) throw new TandemError(ErrorCode.INTERNAL, "GET /api/stream: the answer has no body");
+    const reader = response.body.getReader();
+    try {
+      await readEvents(reader, onEvent, signal, this.server);
+    } finally {
+      // Ends the request when we stop early (onEvent threw, a bad event); after the end or an
+      // abort there is nothing left to cancel, and a failure to cancel changes nothing.
+      reader.cancel().catch((error: unknown) => void error);
+    }
+  }
+}
+
+/** Reads server-sent events from a stream until it ends (or `signal` aborts). */
+async function readEvents(reader: ReadableStreamDefaultReader<Uint8Array>, onEvent: (name: string, data: unknown) => void, signal: AbortSignal, server: string): Promise<void> {
+  const decoder = new TextDecoder();
+  let buffered = "";
+  for (;;) {
+    let chunk: Awaited<ReturnType<typeof reader.read>>;
+    try {
+      chunk = await reader.read();
+    } catch (error) {
+      if (signal.aborted) return;
+      throw new TandemError(ErrorCode.SERVER_UNREACHABLE, `the stream from ${server} broke (${(error as Error).message})`);
+    }
+    if (chunk.done) return;
+    buffered += decoder.decode(chunk.value, { stream: true });
+    let end = buffered.indexOf("\n\n");
+    while (end >= 0) {
+      const block = buffered.slice(0, end);
+      buffered = buffered.slice(end + 2);
+      end = buffered.indexOf("\n\n");
+      let name = "message";
+      const data: string[] = [];
+      for (const line of block.split("\n")) {
+        if (line.startsWith("event:")) name = line.slice(6).trim();
+        else if (line.startsWith("data:")) data.push(line.slice(5).replace(/^ /, ""));
+      }
+      if (data.length === 0) continue; // a comment or keep-alive
+      const parsed = jsonOrNull(data.join("\n"));
+      if (parsed === null) throw new TandemError(ErrorCode.INTERNAL, `GET /api/stream: event ${name} is not JSON`);
+      onEvent(name, parsed);
+    }
+    if (buffered.length > STREAM_EVENT_BYTES_MAX) throw new TandemError(ErrorCode.INTERNAL, `GET /api/stream: an event longer than ${STREAM_EVENT_BYTES_MAX} bytes`);
+  }
 }
 
 /** The server's {code, message}; anything else (a proxy's HTML page) becomes a code by status. */
 function errorOf(status: number, text: string, what: string): TandemError {
-  const body = jsonOrNull(text) as { code?: unknown; message?: unknown } | null;
-  if (body !== null && typeof body.code === "string" && typeof body.message === "string") return new TandemError(body.code, body.message, { status });
+  const body = jsonOrNull(text) as { code?: unknown; message?: unknown; details?: unknown } | null;
+  if (body !== null && typeof body.code === "string" && typeof body.message === "string") {
+    const details = typeof body.details === "object" && body.details !== null ? (body.details as Record<string, unknown>) : {};
+    return new TandemError(body.code, body.message, { ...details, status });
+  }
   const code = status === 401 ? ErrorCode.UNAUTHENTICATED : status === 403 ? ErrorCode.FORBIDDEN : status === 404 ? ErrorCode.NOT_FOUND : status === 503 ? ErrorCode.STORE_UNAVAILABLE : ErrorCode.INTERNAL;
   return new TandemError(code, `${what}: HTTP ${status} ${text.slice(0, 200)}`, { status });
 }

@@ -30,9 +30,15 @@ function object(properties: Record<string, Schema>, required: string[] = [], ext
   return { type: "object", properties, required, additionalProperties: false, ...extra };
 }
 
-export const ERROR_BODY: Schema = object({ code: { type: "string" }, message: { type: "string" } }, ["code", "message"], {
-  description: "Every error: a stable code (see docs/api.md) and a sentence for people.",
-});
+export const ERROR_BODY: Schema = object(
+  {
+    code: { type: "string" },
+    message: { type: "string" },
+    details: { type: "object", additionalProperties: true, description: "What the error concerns, when known: e.g. a policy error's rule, ruleIndex, field and line; a field name" },
+  },
+  ["code", "message"],
+  { description: "Every error: a stable code (see docs/api.md) and a sentence for people." },
+);
 
 // ---- path parameters and query strings ------------------------------------------------------
 

@@ -3,11 +3,12 @@
 // authentication and roles, JSON-schema validation, the error format, the OpenAPI document
 // (/api/openapi.json) with readable docs beside it (/api/docs), and /metrics.
 //
-// Invariants kept: every error leaves as JSON {code, message} with the HTTP status
+// Invariants kept: every error leaves as JSON {code, message} (plus the TandemError's details,
+// e.g. a policy error's rule and field, when it has some) with the HTTP status
 // httpStatusOf(code) (framework errors get their own 4xx status and TANDEM_INVALID_ARGUMENT or
 // TANDEM_NOT_FOUND); a route without an access level is refused to all but admins (a forgotten
-// tag fails closed); the only unauthenticated routes are health, the OpenAPI document and the
-// docs; a handler runs only on input its schema accepted (no coercion, no unknown fields).
+// tag fails closed); the only unauthenticated routes are health, the OpenAPI document, the
+// docs and the web UI's static files (routes-web.ts); a handler runs only on input its schema accepted (no coercion, no unknown fields).
 
 import swagger from "@fastify/swagger";
 import swaggerUi from "@fastify/swagger-ui";
@@ -19,6 +20,7 @@ import { ErrorCode, httpStatusOf, TandemError } from "../stdx/errors.js";
 import { createMetrics } from "./metrics.js";
 import { registerInventoryRoutes } from "./routes-inventory.js";
 import { registerOperationRoutes } from "./routes-operations.js";
+import { registerWebRoutes } from "./routes-web.js";
 import { ERROR_BODY, type Schema } from "./schemas.js";
 
 export const API_VERSION = "0.1.0";
@@ -27,6 +29,8 @@ export const BODY_LIMIT_BYTES = 16 * 1024 * 1024;
 
 export interface ApiOptions {
   logger?: Logger;
+  /** The built web UI served at / (default: this package's web/dist; null: none). */
+  webRoot?: string | null;
 }
 
 declare module "fastify" {
@@ -129,8 +133,9 @@ function validationMessage(error: FastifyError): string {
   return `${path}: ${first.message ?? "is invalid"}`;
 }
 
-function sendError(reply: FastifyReply, status: number, code: string, message: string): FastifyReply {
-  return reply.code(status).type("application/json").send({ code, message });
+function sendError(reply: FastifyReply, status: number, code: string, message: string, details?: Record<string, unknown>): FastifyReply {
+  const body = details === undefined || Object.keys(details).length === 0 ? { code, message } : { code, message, details };
+  return reply.code(status).type("application/json").send(body);
 }
 
 export async function buildApi(daemon: OrchestratorDaemon, options: ApiOptions = {}): Promise<FastifyInstance> {
@@ -145,7 +150,7 @@ export async function buildApi(daemon: OrchestratorDaemon, options: ApiOptions =
   app.decorateRequest("principal", null);
 
   app.setErrorHandler((error: FastifyError, request, reply) => {
-    if (error instanceof TandemError) return sendError(reply, httpStatusOf(error.code), error.code, error.message);
+    if (error instanceof TandemError) return sendError(reply, httpStatusOf(error.code), error.code, error.message, error.details);
     if (error.validation !== undefined) return sendError(reply, 400, ErrorCode.INVALID_ARGUMENT, validationMessage(error));
     const status = error.statusCode ?? 500;
     if (status >= 400 && status < 500) return sendError(reply, status, status === 404 ? ErrorCode.NOT_FOUND : ErrorCode.INVALID_ARGUMENT, error.message);
@@ -209,5 +214,6 @@ export async function buildApi(daemon: OrchestratorDaemon, options: ApiOptions =
 
   registerInventoryRoutes(app, daemon);
   registerOperationRoutes(app, daemon);
+  registerWebRoutes(app, daemon, options.webRoot === undefined ? {} : { webRoot: options.webRoot });
   return app;
 }

@@ -20,8 +20,9 @@ export type { MemberCounters, MemberCountersInput, VerifyView } from "../runtime
 export type { Role, TokenInfo } from "../runtime/tokens.js";
 export type { AuditRecord, EventRecord } from "../store/store.js";
 
-import type { AutoscaleInput, AutoscaleRules, MemberView, PendingChange, SgInterface, SgInterfaceInput } from "../orchestrator/index.js";
+import type { ApplianceView, AutoscaleInput, AutoscaleRules, MemberView, PendingChange, SgInterface, SgInterfaceInput } from "../orchestrator/index.js";
 import type { MemberCounters } from "../runtime/member-reports.js";
+import type { Role } from "../runtime/tokens.js";
 import type { PolicySpec } from "../engine/policy.js";
 import type { StaticRouteSpec } from "../engine/routing.js";
 
@@ -124,3 +125,63 @@ export interface StatusView {
 
 /** A member with its group's view and the counters it reported (GET /api/members). */
 export type MemberStatus = MemberView & { counters: MemberCounters | null };
+
+/** The caller, as the API knows it (GET /api/whoami): the web UI shows actions by role. */
+export interface Whoami {
+  name: string;
+  role: Role;
+}
+
+/**
+ * A group's bucket table for people (GET /api/groups/:name/buckets, monitor role): owner and
+ * backup per bucket as indexes into `members` (base64 of little-endian int16, -1: none, as in
+ * the distribution document), and the buckets a running transition is filling (base64 bitmap,
+ * bit b%8 of byte b/8; empty string: none).
+ */
+export interface BucketMap {
+  group: string;
+  epoch: number;
+  bucketCount: number;
+  members: string[];
+  owner: string;
+  backup: string;
+  filling: string;
+}
+
+/** One member in a live snapshot (GET /api/stream): its state, load and counters. */
+export interface StreamMember {
+  appliance: string;
+  group: string;
+  state: string;
+  alive: boolean;
+  weight: number;
+  inTable: boolean;
+  owned: number;
+  backups: number;
+  cpuPct: number | null;
+  packetsPerSec: number | null;
+  connections: number | null;
+  corrections: number | null;
+  syncLagMs: number | null;
+  /** Epoch the member last reported running (null: never). */
+  epoch: number | null;
+}
+
+/** What GET /api/stream sends each second (event "snapshot"). */
+export interface StreamSnapshot {
+  /** The orchestrator's wall clock (ms since 1970), for chart axes. */
+  atMs: number;
+  groups: GroupSummary[];
+  members: StreamMember[];
+  /** Appliances in no group (the pool of spares). */
+  pool: ApplianceView[];
+  /** Hits per policy rule, per group, as the members last reported them. */
+  ruleHits: Record<string, Record<string, number>>;
+}
+
+/** One sample of the load history (event "history" at connect: the last minutes, oldest first). */
+export interface StreamSample {
+  atMs: number;
+  /** Per appliance: [packets/s, connections] (null: not reported). */
+  load: Record<string, [number | null, number | null]>;
+}

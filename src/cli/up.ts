@@ -54,7 +54,19 @@ export function registerUp(program: Command): void {
           });
         }
       });
-      await cluster.start();
+      // Parts of the cluster hold only unref'd handles (worker threads): keep the process alive
+      // until the cluster has stopped, or Node would exit half-way through stop().
+      const keepAlive = setInterval(() => {}, 1 << 30);
+      void done.then(() => clearInterval(keepAlive));
+      try {
+        await cluster.start();
+      } catch (error) {
+        if (stopping === null) throw error;
+        // Ctrl-C during the start: stop() is tearing down what start() was waiting on.
+        await done;
+        process.stdout.write("stopped\n");
+        return;
+      }
       if (cluster.adminToken !== null) process.stdout.write(`admin token: ${cluster.adminToken}\n`);
       process.stdout.write(`${cluster.describe()}\n`);
       await done;

@@ -232,7 +232,11 @@ export class LocalCluster {
   /** Starts `tandem member` for an appliance (also used to add a member later). */
   spawnMember(appliance: string, token: string, extraArgs: string[] = []): LocalMember {
     const index = Number(appliance.slice(APPLIANCE_PREFIX.length));
-    const wrap = this.options.lab && (this.options.memberNamespaces ?? 0) > 0 ? { command: "ip", args: ["netns", "exec", `tdm-m${index}`] } : undefined;
+    const ownNamespace = this.options.lab && (this.options.memberNamespaces ?? 0) > 0;
+    const wrap = ownNamespace ? { command: "ip", args: ["netns", "exec", `tdm-m${index}`] } : undefined;
+    // With the lab, members on this host bind the lab's underlay address (the distributor's),
+    // whatever address the API listens on: their sockets must reach the distributor and peers.
+    if (this.options.lab && !ownNamespace && !extraArgs.includes("--listen")) extraArgs = [...extraArgs, "--listen", LAB_DISTRIBUTOR_ADDRESS];
     const log = join(this.options.dataDir, "logs", `${appliance}.log`);
     const out = createWriteStream(log, { flags: "a" });
     this.logs.push(out);
