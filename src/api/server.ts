@@ -8,7 +8,8 @@
 // httpStatusOf(code) (framework errors get their own 4xx status and TANDEM_INVALID_ARGUMENT or
 // TANDEM_NOT_FOUND); a route without an access level is refused to all but admins (a forgotten
 // tag fails closed); the only unauthenticated routes are health, the OpenAPI document, the
-// docs and the web UI's static files (routes-web.ts); a handler runs only on input its schema accepted (no coercion, no unknown fields).
+// docs and the web UI's static files (routes-web.ts); a handler runs only on input its schema
+// accepted (no coercion, no unknown fields).
 
 import swagger from "@fastify/swagger";
 import swaggerUi from "@fastify/swagger-ui";

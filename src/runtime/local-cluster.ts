@@ -313,6 +313,7 @@ export class LocalCluster {
     return [
       `tandem up: ${this.options.members} members in security group "${GROUP_DEFAULT}"${this.options.lab ? " with the lab (198.19.1.10 -> 198.19.2.10)" : " with the built-in traffic generator"}`,
       `API        ${this.url}   (docs ${this.url}/api/docs)`,
+      `web UI     ${this.url}/   (sign in with the admin token)`,
       `admin token ${this.adminTokenFile}`,
       d === null ? "" : `distributor VXLAN ${formatEndpoint(d.vxlan)}, member link ${formatEndpoint(d.memberLink)}`,
       `logs       ${join(this.options.dataDir, "logs")}`,
