@@ -280,7 +280,18 @@ interface VerifyRun {
   deadlineMs: number;
   bucketsChecked: number;
   mismatched: Set<number>;
+  /**
+   * Live traffic keeps changes in flight (a backup applies them up to ~150 ms later: see
+   * hypersync.md), so a bucket differs for real only when it differs twice, VERIFY_SETTLE_MS
+   * apart: pass 1 finds candidates, pass 2 keeps those that still differ.
+   */
+  pass: 1 | 2;
+  candidates: Set<number> | null;
+  resumeAtMs: number;
 }
+
+/** Wait between the two verification passes: longer than HyperSync's deferral (150 ms) plus a round trip. */
+export const VERIFY_SETTLE_MS = 400;
 
 /** HyperSync session: nonzero u32 that grows across restarts (100 ms steps since 2024). */
 export function sessionNow(): number {
@@ -1330,7 +1341,7 @@ export class MemberDaemon {
         sharedOf.set(name, (sharedOf.get(name) ?? 0) + 1);
       }
     }
-    this.verifyRun = { id, peers: [...sharedOf.keys()].sort(), sharedOf, next: 0, current: null, deadlineMs: 0, bucketsChecked: 0, mismatched: new Set() };
+    this.verifyRun = { id, peers: [...sharedOf.keys()].sort(), sharedOf, next: 0, current: null, deadlineMs: 0, bucketsChecked: 0, mismatched: new Set(), pass: 1, candidates: null, resumeAtMs: 0 };
     this.logger.info({ id, peers: this.verifyRun.peers }, "verification started");
     this.pumpVerify();
   }
@@ -1344,6 +1355,7 @@ export class MemberDaemon {
         const node = this.node;
         if (run === null) return;
         const now = performance.now();
+        if (now < run.resumeAtMs) return; // settling between the passes (the heartbeat timer pumps again)
         if (run.current !== null) {
           const result = node?.lastVerify ?? null;
           if (result !== null && result.peer === run.current) {
@@ -1370,6 +1382,20 @@ export class MemberDaemon {
           }
           this.afterCall();
           continue;
+        }
+        if (run.pass === 1 && run.mismatched.size > 0) {
+          // Candidates: check them again once changes in flight have landed.
+          run.pass = 2;
+          run.candidates = run.mismatched;
+          run.mismatched = new Set();
+          run.next = 0;
+          run.bucketsChecked = 0;
+          run.resumeAtMs = now + VERIFY_SETTLE_MS;
+          continue;
+        }
+        if (run.candidates !== null) {
+          const candidates = run.candidates;
+          run.mismatched = new Set([...run.mismatched].filter((b) => candidates.has(b)));
         }
         this.finishVerify(run);
         return;
