@@ -1,6 +1,7 @@
 // Public surface of the orchestrator's control plane: the ControlPlane (prepare / confirm /
 // abort / tick, heartbeats, fill reports, views), the command set, the model types and the
-// pieces the simulator and the runtime reuse (health tracking, the command queue, transitions).
+// pieces the simulator and the runtime reuse (health tracking, the command queue, transitions,
+// the autoscaler's decision core).
 // Everything here is synchronous and free of I/O.
 
 export {
@@ -38,6 +39,16 @@ export {
   type OperatorCommand,
   type SoftUpdate,
 } from "./commands.js";
+export {
+  Autoscaler,
+  windowMsOf,
+  type AutoscaleAction,
+  type AutoscaleDecision,
+  type AutoscaleGroupInput,
+  type AutoscalerOptions,
+  type LoadSample,
+  type SpareAppliance,
+} from "./autoscaler.js";
 export { CommandQueue, QUEUE_WAITING_MAX_DEFAULT, type QueuedCommand } from "./queue.js";
 export { FlapDamper, HEALTH_DEFAULTS, HealthTracker, resolveHealthOptions, type DampingOptions, type HealthInput, type HealthOptions } from "./health.js";
 export {

@@ -20,11 +20,11 @@ export type ScenarioEventKind =
   | "crash"
   /** Crash a member while a join is filling (the joining member itself when `joiner`). */
   | "crash-during-fill"
-  /** Restart a crashed or drained member; it joins again. */
+  /** Restart a crashed or drained member (`member` names it; default: any); it joins again. */
   | "restart"
-  /** Start a spare member that never ran; it joins. */
+  /** Start a spare member that never ran (`member` names it; default: the first); it joins. */
   | "join"
-  /** Drain a member of the table. */
+  /** Drain a member of the table (`member` names it; default: any). */
   | "drain"
   /** Partition the sync network into two sides for durationMs. */
   | "partition";

@@ -11,6 +11,9 @@
 //                        |                    |  member <-> member
 //                    controller <--control-->  members (heartbeats, epochs, fills)
 //
+// An optional driver (SimOptions.driver) runs a control loop beside the schedule, asking for
+// joins and drains through the same path (autoscale-scenario.ts: the autoscaler).
+//
 // A run: traffic until scenario.trafficEndMs with the scheduled events; then wind-down (every
 // flow ends or gives up), then faults off and partitions healed until the cluster converges,
 // then the final checks. Bounded: WIND_DOWN_MAX_MS, SETTLE_MAX_MS and eventsMax.
@@ -47,6 +50,28 @@ export type Sabotage =
   /** Every sync datagram is lost from the start: backups never receive anything. */
   "drop-sync";
 
+/**
+ * A control loop beside the scenario's schedule (the autoscaling mode, autoscale-scenario.ts):
+ * tick() runs every intervalMs of virtual time while traffic flows, looks at the world, and
+ * asks for membership events through the same path scheduled scenario events take.
+ */
+export interface SimDriver {
+  readonly intervalMs: number;
+  tick(ctx: SimDriverContext): void;
+}
+
+export interface SimDriverContext {
+  readonly nowMs: number;
+  readonly members: readonly SimMember[];
+  readonly controller: SimController;
+  /** Requests given to request() that have not yet run (or been skipped), as the tick began. */
+  readonly requestsPending: number;
+  /** Runs a scenario event (join, restart, drain; `member` names which) under the scenario rules, retried as they are. */
+  request(e: ScenarioEvent): void;
+  /** A line in the run's log. */
+  note(text: string): void;
+}
+
 export interface SimOptions extends ScenarioOptions {
   /** Run this scenario instead of the seed's (its seed is still used for the other streams). */
   scenario?: Scenario;
@@ -58,6 +83,8 @@ export interface SimOptions extends ScenarioOptions {
   eventsMax?: number;
   /** Called with the simulated world after the final checks (tests and debugging look inside). */
   inspect?: (world: World) => void;
+  /** A control loop run during traffic (none by default). */
+  driver?: SimDriver;
 }
 
 export interface SimStats {
@@ -134,6 +161,7 @@ class Simulation {
   private readonly crashes: CrashRecord[] = [];
   private readonly counts = { crashes: 0, crashesDuringFill: 0, partitions: 0, eventsSkipped: 0, framesBeforeEpoch: 0 };
   private done = false;
+  private requestsPending = 0;
 
   constructor(
     readonly seed: number,
@@ -216,6 +244,10 @@ class Simulation {
     for (const e of s.events) this.queue.at(e.atMs, `scenario-${e.kind}`, () => this.attempt(e, 0));
     this.queue.after(CHECK_INTERVAL_MS, "check", () => this.periodicCheck());
     this.queue.at(s.trafficEndMs, "wind-down", () => this.windDown(s.trafficEndMs));
+    if (options.driver !== undefined) {
+      const driver = options.driver;
+      this.queue.after(driver.intervalMs, "driver", () => this.drive(driver));
+    }
   }
 
   run(): SimResult {
@@ -254,17 +286,43 @@ class Simulation {
     this.queue.after(CHECK_INTERVAL_MS, "check", () => this.periodicCheck());
   }
 
+  // ---- the driver -----------------------------------------------------------------------------
+
+  private drive(driver: SimDriver): void {
+    if (this.done || this.queue.nowMs > this.scenario.trafficEndMs) return;
+    driver.tick({
+      nowMs: this.queue.nowMs,
+      members: this.members,
+      controller: this.controller,
+      requestsPending: this.requestsPending,
+      request: (e) => {
+        this.requestsPending++;
+        this.attempt(e, 0, true);
+      },
+      note: (text) => this.note(text),
+    });
+    this.queue.after(driver.intervalMs, "driver", () => this.drive(driver));
+  }
+
   // ---- scenario events ----------------------------------------------------------------------
 
-  private attempt(e: ScenarioEvent, tries: number): void {
-    if (this.done || this.queue.nowMs > this.scenario.trafficEndMs) return;
-    if (this.execute(e)) return;
+  /** `requested`: the driver asked for it (counted in requestsPending until it runs or is skipped). */
+  private attempt(e: ScenarioEvent, tries: number, requested = false): void {
+    if (this.done || this.queue.nowMs > this.scenario.trafficEndMs) {
+      if (requested) this.requestsPending--;
+      return;
+    }
+    if (this.execute(e)) {
+      if (requested) this.requestsPending--;
+      return;
+    }
     if (tries >= EVENT_RETRIES_MAX) {
       this.counts.eventsSkipped++;
       this.note(`skipped ${e.kind}: never allowed`);
+      if (requested) this.requestsPending--;
       return;
     }
-    this.queue.after(EVENT_RETRY_MS, `retry-${e.kind}`, () => this.attempt(e, tries + 1));
+    this.queue.after(EVENT_RETRY_MS, `retry-${e.kind}`, () => this.attempt(e, tries + 1, requested));
   }
 
   private tableMembers(): SimMember[] {
@@ -304,14 +362,15 @@ class Simulation {
       case "restart": {
         const candidates = this.members.filter((m) => !m.alive && m.session > 0 && ["down", "left"].includes(this.controller.statusOf(m.name)));
         if (candidates.length === 0) return false;
-        const m = this.schedule.pick(candidates);
+        const m = e.member !== undefined ? candidates.find((x) => x.name === e.member) : this.schedule.pick(candidates);
+        if (m === undefined) return false;
         m.start();
         this.note(`restart ${m.name} (session ${m.session}), join`);
         this.controller.requestJoin(m.name, this.scenario.weights[m.memberId - 1]!);
         return true;
       }
       case "join": {
-        const spare = this.members.find((m) => m.session === 0);
+        const spare = this.members.find((m) => m.session === 0 && (e.member === undefined || m.name === e.member));
         if (spare === undefined) return false;
         spare.start();
         this.note(`start spare ${spare.name}, join`);
