@@ -321,6 +321,22 @@ describe("SyncChannel over a lossy, duplicating, reordering network", () => {
     expect(pair.a.channel.counters.timeouts).toBeGreaterThan(0);
     expect(pair.a.channel.inFlight).toBe(0);
   });
+
+  it("reports the age of the oldest unacknowledged datagram as sync lag, 0 once acknowledged", () => {
+    const pair = new Pair(1, PERFECT);
+    expect(pair.a.channel.oldestUnackedAgeMs(pair.nowMs)).toBe(0);
+    pair.net.up = false;
+    pair.enqueue(0, 0);
+    pair.run(1);
+    const sentAt = pair.nowMs;
+    pair.run(50);
+    expect(pair.a.channel.oldestUnackedAgeMs(pair.nowMs)).toBeGreaterThanOrEqual(pair.nowMs - sentAt);
+    expect(pair.a.channel.oldestUnackedAgeMs(pair.nowMs)).toBeGreaterThan(0);
+    pair.net.up = true;
+    pair.run(2 * RTO_MAX_MS);
+    expect(pair.a.channel.inFlight).toBe(0);
+    expect(pair.a.channel.oldestUnackedAgeMs(pair.nowMs)).toBe(0);
+  });
 });
 
 describe("SyncChannel bounded resend queue", () => {

@@ -349,6 +349,13 @@ export class SyncChannel implements RecordSink {
     return (this.nextSeq - this.oldestSeq) >>> 0;
   }
 
+  /** How long the oldest datagram not yet acknowledged has waited since its first send (0: none). */
+  oldestUnackedAgeMs(nowMs: number): number {
+    if (this.inFlight === 0) return 0;
+    const first = this.slotFirstSentMs[this.oldestSeq & this.queueMask]!;
+    return Math.max(0, nowMs - first);
+  }
+
   /** Datagrams that can still be sealed before the oldest would be abandoned (for pacing bulk transfers). */
   get resendQueueFree(): number {
     return this.queueSize - this.inFlight - (this.open ? 1 : 0);

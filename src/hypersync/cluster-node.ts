@@ -1739,6 +1739,13 @@ export class ClusterNode {
 
   // ---- time ------------------------------------------------------------------------------
 
+  /** Sync lag: age of the oldest sync datagram a peer has not acknowledged yet (0 when all are). */
+  syncLagMs(nowMs: number): number {
+    let lag = 0;
+    for (const link of this.links) if (link !== null) lag = Math.max(lag, link.channel.oldestUnackedAgeMs(nowMs));
+    return lag;
+  }
+
   /** Timers: deferred changes, bulk pacing, expiry and refresh sweeps, stale removal, then the channels' flush, retransmit, ACK and keep-alive. */
   tick(nowMs: number): void {
     this.nowMs = nowMs;

@@ -1252,6 +1252,7 @@ export class MemberDaemon {
       syncRecordsSent: node.counters.syncRecordsSent,
       syncRecordsApplied: node.counters.syncRecordsApplied,
       badDatagrams: node.counters.badDatagrams,
+      syncLagMs: Math.round(node.syncLagMs(performance.now()) * 10) / 10,
     };
     if (node.counters.reprotectMs >= 0) out.reprotectMs = node.counters.reprotectMs;
     return out;
