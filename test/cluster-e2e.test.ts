@@ -86,6 +86,10 @@ describe.skipIf(!isRoot)("the running cluster (lab, 3 members in their own names
       memberNamespaces: 4,
       listen: { host: "198.18.0.1", port: 0 },
       traffic: false,
+      // Faster than tandem up's 40/200 ms, so the 300 ms failover bound has room on a slow CI
+      // machine; heartbeats leave from their own thread, so a busy member is not called DOWN.
+      heartbeatIntervalMs: 30,
+      downAfterMs: 170,
       logger: pino({ level: "warn" }, pino.destination(2)),
     });
     await cluster.start();
