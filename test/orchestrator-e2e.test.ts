@@ -198,6 +198,15 @@ describe("tandem orchestrator, end to end (CLI against a real orchestrator on SQ
       expect(shown.pending.members).toHaveLength(3);
       expect((await ok(["changes", "apply", GROUP])).stdout).toMatch(/^applied 3 changes to web: epoch 1 routes/m);
 
+      // Auto-scaling rules: set some, keep the rest; a low mark above the high one is refused.
+      const rules = JSON.parse((await ok(["sg", "autoscale", "set", GROUP, "--enable", "--max", "6", "--cpu-high", "80", "--json"])).stdout) as Record<string, unknown>;
+      expect(rules).toMatchObject({ enabled: true, maxMembers: 6, cpuHighPct: 80, cpuLowPct: 30 });
+      expect(JSON.parse((await ok(["sg", "autoscale", "show", GROUP, "--json"])).stdout)).toEqual(rules);
+      const badRules = await tandem(["sg", "autoscale", "set", GROUP, "--cpu-low", "90"], env()).done;
+      expect(badRules.status).toBe(2);
+      expect(badRules.stderr).toMatch(/hysteresis.*TANDEM_INVALID_ARGUMENT/);
+      await ok(["sg", "autoscale", "set", GROUP, "--disable"]);
+
       // Independent refusals, side by side: a mismatched model (exit status of its code), no token
       // (401 for the CLI and on the wire), and a monitor token that reads but cannot mutate (403).
       const [mismatch, anonymous, createdRun] = await Promise.all([

@@ -231,6 +231,42 @@ export function registerSgCommands(program: Command): void {
     const r = await clientOf(flags).deleteGroup(name);
     print(flags, r, () => `deleted security group ${r.name}`);
   });
+
+  const autoscale = sg.command("autoscale").description("the group's auto-scaling rules (pool appliances join and leave with the load)");
+  withApiOptions(autoscale.command("show").description("print the group's auto-scaling rules").argument("<name>")).action(async (name: string, flags: ApiFlags) => {
+    const g = (await clientOf(flags).getGroup(name)) as unknown as { autoscale: Record<string, unknown> };
+    print(flags, g.autoscale, () => formatFields(Object.entries(g.autoscale).map(([k, v]) => [k, v as string | number | boolean])));
+  });
+  withApiOptions(
+    autoscale
+      .command("set")
+      .description("change the group's auto-scaling rules (only the options given)")
+      .argument("<name>")
+      .option("--enable", "turn auto-scaling on")
+      .option("--disable", "turn auto-scaling off")
+      .option("--min <n>", "fewest members")
+      .option("--max <n>", "most members")
+      .option("--cpu-high <pct>", "add a member above this mean CPU")
+      .option("--cpu-low <pct>", "remove one below this mean CPU (hysteresis: below --cpu-high)")
+      .option("--connections-high <n>", "add a member above this many connections per member")
+      .option("--cooldown-ms <ms>", "at least this long between two actions (the load window is a tenth of it, 1-30 s)"),
+  ).action(async (name: string, flags: ApiFlags & { enable?: boolean; disable?: boolean; min?: string; max?: string; cpuHigh?: string; cpuLow?: string; connectionsHigh?: string; cooldownMs?: string }) => {
+    if (flags.enable === true && flags.disable === true) throw new TandemError(ErrorCode.INVALID_ARGUMENT, "--enable and --disable exclude each other");
+    const rules: Record<string, number | boolean> = {};
+    if (flags.enable === true) rules.enabled = true;
+    if (flags.disable === true) rules.enabled = false;
+    if (flags.min !== undefined) rules.minMembers = intOption(flags.min, "--min", 1, 4096)!;
+    if (flags.max !== undefined) rules.maxMembers = intOption(flags.max, "--max", 1, 4096)!;
+    if (flags.cpuHigh !== undefined) rules.cpuHighPct = numberOption(flags.cpuHigh, "--cpu-high", 1, 100)!;
+    if (flags.cpuLow !== undefined) rules.cpuLowPct = numberOption(flags.cpuLow, "--cpu-low", 0, 99)!;
+    if (flags.connectionsHigh !== undefined) rules.connectionsPerMemberHigh = intOption(flags.connectionsHigh, "--connections-high", 1, Number.MAX_SAFE_INTEGER)!;
+    if (flags.cooldownMs !== undefined) rules.cooldownMs = intOption(flags.cooldownMs, "--cooldown-ms", 0, 86_400_000)!;
+    if (Object.keys(rules).length === 0) throw new TandemError(ErrorCode.INVALID_ARGUMENT, "nothing to change: give at least one option (see --help)");
+    const client = clientOf(flags);
+    await client.updateGroup(name, { autoscale: rules });
+    const g = (await client.getGroup(name)) as unknown as { autoscale: Record<string, unknown> };
+    print(flags, g.autoscale, () => formatFields(Object.entries(g.autoscale).map(([k, v]) => [k, v as string | number | boolean])));
+  });
 }
 
 // ---------------------------------------------------------------------------------------------

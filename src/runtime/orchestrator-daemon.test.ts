@@ -161,3 +161,46 @@ describe("store failures", () => {
     await daemon.close();
   });
 });
+
+describe("auto-scaling", () => {
+  it("adds a heartbeating spare to a group whose CPU stays high, as an audited, make-before-break change", async () => {
+    let t = 1000;
+    const clock = { nowMs: () => t, nowIso: () => new Date(1_800_000_000_000 + t).toISOString() };
+    const { daemon } = await started({ dataDir: tempDir(), clock, tickIntervalMs: 5 });
+    for (const id of ["a1", "a2"]) await daemon.submit("appliance.add", appliance(id), "admin");
+    await daemon.submit("sg.create", { name: "g1", autoscale: { enabled: true, minMembers: 1, maxMembers: 2, cooldownMs: 10_000 } }, "admin");
+    await daemon.submit("sg.assign", { group: "g1", appliance: "a1" }, "admin");
+    await daemon.submit("changes.apply", { group: "g1" }, "admin");
+    // a1 serves the group at 95% CPU; a2 waits in the pool (alive: its process heartbeats).
+    const beat = (): void => {
+      daemon.heartbeat("a1", { cpuPct: 95, packetsPerSec: 1000, connections: 10 });
+      daemon.heartbeat("a2", { cpuPct: 1, packetsPerSec: 0, connections: 0 });
+    };
+    const member = await deadline(
+      () => {
+        t += 50;
+        beat();
+        const m = daemon.controlPlane.current.members.get("a2");
+        return m !== undefined && m.group === "g1" ? m : undefined;
+      },
+      20_000,
+      "the autoscaler to add a2",
+    ).catch(async (error: unknown) => {
+      await daemon.close();
+      throw error;
+    });
+    expect(["JOINING", "UP"]).toContain(member.state);
+    const audit = await daemon.audit({ limit: 20 });
+    const mine = audit.filter((r) => r.actor.startsWith("autoscaler: "));
+    expect(mine.map((r) => r.command).sort()).toEqual(["changes.apply", "sg.assign"]);
+    expect(mine[0]!.actor).toMatch(/^autoscaler: mean CPU 95% > \d+% for \d+ s/);
+    // One action per cooldown: still high, nothing more to add (maxMembers 2) and no second action.
+    for (let i = 0; i < 40; i++) {
+      t += 50;
+      beat();
+      await new Promise((resolve) => setTimeout(resolve, 2));
+    }
+    expect((await daemon.audit({ limit: 50 })).filter((r) => r.actor.startsWith("autoscaler: "))).toHaveLength(2);
+    await daemon.close();
+  });
+});

@@ -32,6 +32,7 @@ import { assert } from "../stdx/assert.js";
 import { ErrorCode, TandemError } from "../stdx/errors.js";
 import { openStore, type AuditRecord, type EventRecord, type Leadership, type Mutation, type OpenedStore, type Store, type StoreOptions } from "../store/store.js";
 import { parseIp, formatIp } from "../packet/addr.js";
+import { Autoscaler, type AutoscaleGroupInput, type SpareAppliance } from "../orchestrator/autoscaler.js";
 import { ConnectionQueries, type ConnectionFilter, type HeldConnection } from "./connection-queries.js";
 import { MemberReports, type MemberCounters, type MemberCountersInput, type VerifyView } from "./member-reports.js";
 import type { DistributorGroupConfig, InterfaceConfig, MemberConfig, MemberEndpoints } from "./cluster-config.js";
@@ -49,6 +50,8 @@ export const PUMP_STEPS_MAX = 64;
  */
 export const STALL_MS = 60;
 export const HEALTH_GRACE_MS = 100;
+/** The autoscaler decides this often (its windows are tens of seconds; see autoscaler.ts). */
+export const AUTOSCALE_EVALUATE_MS = 1000;
 /** How long close() waits for the queue to drain. */
 export const CLOSE_DRAIN_MS_MAX = 5_000;
 
@@ -268,6 +271,9 @@ export class OrchestratorDaemon {
   private readonly endpoints = new Map<string, MemberEndpoints & { session: number | null }>();
   private readonly pids = new Map<string, number>();
   private readonly queries = new ConnectionQueries();
+  readonly autoscaler = new Autoscaler();
+  private lastAutoscaleMs = 0;
+  private autoscaling = false;
   private readonly ruleHits = new Map<string, Record<string, number>>();
 
   private constructor(
@@ -358,6 +364,10 @@ export class OrchestratorDaemon {
       if (now - this.lastTimerMs > tickIntervalMs + STALL_MS) this.stalled(now, now - this.lastTimerMs - tickIntervalMs);
       this.lastTimerMs = now;
       this.kick();
+      if (now - this.lastAutoscaleMs >= AUTOSCALE_EVALUATE_MS) {
+        this.lastAutoscaleMs = now;
+        void this.autoscale(now);
+      }
     }, tickIntervalMs);
     this.ticker.unref();
     this.logger.info({ instance: this.instanceId, revision: snapshot.revision, store: this.store.kind }, "orchestrator active");
@@ -721,6 +731,59 @@ export class OrchestratorDaemon {
     return () => this.tokens.remove(input.name);
   }
 
+  // ---- auto-scaling ---------------------------------------------------------------------------
+
+  /**
+   * One evaluation of the autoscaler (src/orchestrator/autoscaler.ts) over the groups that
+   * enabled it: an action becomes ordinary commands through the queue, staged then applied
+   * (make-before-break), audited with the actor "autoscaler: <reason>" so events, CLI and UI
+   * say why. Spares are pool appliances that heartbeat (a member process is running).
+   */
+  private async autoscale(nowMs: number): Promise<void> {
+    if (this.autoscaling || this.stateValue !== "active" || this.cp === null) return;
+    const cp = this.cp;
+    const view = cp.view();
+    const appliances = view.appliances(nowMs);
+    const byId = new Map(appliances.map((a) => [a.id, a]));
+    const groups: AutoscaleGroupInput[] = [];
+    for (const g of [...cp.current.groups.values()].sort((x, y) => (x.name < y.name ? -1 : 1))) {
+      if (!g.autoscale.enabled) continue;
+      const members = view.members(g.name, nowMs);
+      const serving = members.filter((m) => m.inTable && m.state === "UP").map((m) => m.appliance);
+      const first = byId.get(members[0]?.appliance ?? "");
+      const pending = (view.group(g.name, nowMs) as { pendingChanges: number }).pendingChanges;
+      groups.push({
+        name: g.name,
+        rules: g.autoscale,
+        allowMixedModels: g.allowMixedModels,
+        model: first?.model ?? "",
+        version: first?.version ?? "",
+        members: serving,
+        busy: g.transition !== null || pending > 0 || g.upgrade !== null || members.some((m) => m.state === "JOINING" || m.state === "DRAINING"),
+      });
+    }
+    if (groups.length === 0) return;
+    const pool: SpareAppliance[] = appliances.filter((a) => a.group === null && a.alive).map((a) => ({ id: a.id, model: a.model, version: a.version, cores: a.cores }));
+    this.autoscaling = true;
+    try {
+      for (const decision of this.autoscaler.evaluate(nowMs, groups, pool)) {
+        const action = decision.action;
+        if (action === null) continue;
+        const actor = `autoscaler: ${action.reason}`;
+        this.logger.info({ group: action.group, appliance: action.appliance, kind: action.kind, reason: action.reason }, "autoscaler acts");
+        try {
+          if (action.kind === "add") await this.submit("sg.assign", { group: action.group, appliance: action.appliance }, actor);
+          else await this.submit("sg.unassign", { group: action.group, appliance: action.appliance }, actor);
+          await this.submit("changes.apply", { group: action.group }, actor);
+        } catch (error) {
+          this.logger.warn({ err: error, group: action.group, appliance: action.appliance }, "autoscaler action refused");
+        }
+      }
+    } finally {
+      this.autoscaling = false;
+    }
+  }
+
   // ---- member traffic (soft state) ----------------------------------------------------------
 
   heartbeat(appliance: string, input: HeartbeatInput): HeartbeatAnswer {
@@ -740,6 +803,15 @@ export class OrchestratorDaemon {
     );
     this.reports.record(appliance, input.counters, nowMs);
     if (input.ruleHits !== undefined) this.ruleHits.set(appliance, input.ruleHits);
+    if (input.cpuPct !== undefined) {
+      this.autoscaler.record(appliance, {
+        atMs: nowMs,
+        cpuPct: input.cpuPct,
+        packetsPerSec: input.packetsPerSec ?? 0,
+        connections: input.connections ?? 0,
+        syncLagMs: input.counters?.syncLagMs ?? 0,
+      });
+    }
     if (input.pid !== undefined) this.pids.set(appliance, input.pid);
     if (input.endpoints !== undefined) {
       const before = this.endpoints.get(appliance);
