@@ -40,7 +40,7 @@ import { assert } from "../stdx/assert.js";
 import { ErrorCode, TandemError } from "../stdx/errors.js";
 import type { MemberCountersInput } from "./member-reports.js";
 import { HeartbeatThread } from "./heartbeat-thread.js";
-import type { HeartbeatInput } from "./orchestrator-daemon.js";
+import type { DistributionDocument, HeartbeatInput } from "./orchestrator-daemon.js";
 import { MATCHES_MAX, type ConnectionFilter, type HeldConnection } from "./connection-queries.js";
 import type { MemberConfig, MemberEndpoints } from "./cluster-config.js";
 import {
@@ -126,22 +126,8 @@ export interface MemberHeartbeatAnswer {
   connectionQuery?: ({ id: number } & ConnectionFilter) | null;
 }
 
-/** GET /api/groups/:name/distribution as the member reads it. */
-export interface MemberDistribution {
-  group: string;
-  epoch: number;
-  seed: number;
-  bucketCount: number;
-  members: string[];
-  weights: number[];
-  /** base64 int16 LE per bucket (decodeRoles). */
-  owner: string;
-  backup: string;
-  fills: { bucket: number; to: string[] }[];
-  /** HyperSync id of every member of the group (not only the table's). */
-  memberIds: Record<string, number>;
-  endpoints: Record<string, MemberEndpoints | null>;
-}
+/** GET /api/groups/:name/distribution as the member reads it: the orchestrator's document itself. */
+export type MemberDistribution = DistributionDocument;
 
 /** The member's way to the orchestrator: TandemClient in production (clientControl), fakes in tests. */
 export interface MemberControl {
