@@ -201,7 +201,7 @@ describe("tandem orchestrator, end to end (CLI against a real orchestrator on SQ
       // Auto-scaling rules: set some, keep the rest; a low mark above the high one is refused.
       const rules = JSON.parse((await ok(["sg", "autoscale", "set", GROUP, "--enable", "--max", "6", "--cpu-high", "80", "--json"])).stdout) as Record<string, unknown>;
       expect(rules).toMatchObject({ enabled: true, maxMembers: 6, cpuHighPct: 80, cpuLowPct: 30 });
-      expect(JSON.parse((await ok(["sg", "autoscale", "show", GROUP, "--json"])).stdout)).toEqual(rules);
+      expect((JSON.parse((await ok(["sg", "autoscale", "show", GROUP, "--json"])).stdout) as { rules: unknown }).rules).toEqual(rules);
       const badRules = await tandem(["sg", "autoscale", "set", GROUP, "--cpu-low", "90"], env()).done;
       expect(badRules.status).toBe(2);
       expect(badRules.stderr).toMatch(/hysteresis.*TANDEM_INVALID_ARGUMENT/);

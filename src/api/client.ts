@@ -13,6 +13,7 @@ import type {
   ApplianceView,
   ApplyResult,
   AuditRecord,
+  AutoscaleView,
   BucketMap,
   ChangesView,
   ConnectionLocation,
@@ -37,6 +38,7 @@ import type {
   StageResult,
   StatusView,
   SyncStatus,
+  UpgradeStatusView,
   TokenInfo,
   TransitionView,
   VerifyView,
@@ -162,6 +164,10 @@ export class TandemClient {
   deleteGroup(name: string): Promise<{ name: string; droppedChanges: number }> {
     return this.request("DELETE", `/api/groups/${seg(name)}`);
   }
+  /** The group's auto-scaling rules, last decision (with its reason), last action and load window. */
+  groupAutoscale(name: string): Promise<AutoscaleView> {
+    return this.request("GET", `/api/groups/${seg(name)}/autoscale`);
+  }
 
   // ---- members (staged)
   listMembers(group: string): Promise<MemberView[]> {
@@ -178,6 +184,10 @@ export class TandemClient {
   }
   setWeight(group: string, appliance: string, weight: number): Promise<StageResult> {
     return this.request("PUT", `/api/groups/${seg(group)}/members/${seg(appliance)}/weight`, { body: { weight } });
+  }
+  /** Weights back to automatic: overrides staged back to cores (apply them); weightsSource "cores" once applied. */
+  autoWeights(group: string): Promise<{ group: string; staged: number; pending: number; weightsSource: string }> {
+    return this.request("POST", `/api/groups/${seg(group)}/weights/auto`);
   }
 
   // ---- interfaces and policy
@@ -213,6 +223,12 @@ export class TandemClient {
   }
   finishUpgrade(group: string): Promise<{ group: string; version: string }> {
     return this.request("POST", `/api/groups/${seg(group)}/upgrade/finish`);
+  }
+  upgradeStatus(group: string): Promise<UpgradeStatusView> {
+    return this.request("GET", `/api/groups/${seg(group)}/upgrade`);
+  }
+  upgradeControl(group: string, verb: "pause" | "resume" | "rollback" | "abort"): Promise<Record<string, unknown>> {
+    return this.request("POST", `/api/groups/${seg(group)}/upgrade/${verb}`);
   }
 
   // ---- operations

@@ -1,7 +1,8 @@
 // Prometheus metrics (/metrics, text format), computed at scrape time from the control plane's
 // view and the members' reported counters: per security group and member connections, packets,
 // drops by reason, corrections, sync lag, state; per group epoch, transition progress, pending
-// changes; for the orchestrator its role, store revision and command queue.
+// changes; for the orchestrator its role, store revision and command queue; for its distributor
+// its utilization, frames/s and whether it limits throughput (distributor-watch.ts).
 //
 // Invariants: one registry per daemon (never prom-client's global one, so two daemons in one
 // process do not mix); every scrape resets every series first, so a member or group that is
@@ -49,6 +50,9 @@ export function createMetrics(d: OrchestratorDaemon): Metrics {
     syncSent: counter("tandem_member_sync_records_sent_total", "HyperSync records sent", GM),
     syncApplied: counter("tandem_member_sync_records_applied_total", "HyperSync records applied", GM),
     badDatagrams: counter("tandem_member_sync_bad_datagrams_total", "Sync datagrams dropped (authentication, stale epoch)", GM),
+    distributorUtilization: gauge("tandem_distributor_utilization", "Busy time / wall time of the distributor's thread over its last load sample, 0..1", []),
+    distributorFps: gauge("tandem_distributor_frames_per_second", "Datagrams the distributor handled per second over its last load sample", []),
+    distributorLimited: gauge("tandem_distributor_limited", "1 while the distributor, not the members, limits throughput (utilization > 0.85 for 10 s with members' mean CPU < 60%)", []),
     ruleHits: counter("tandem_rule_hits_total", "Packets that matched a policy rule (summed over the group's members, since each loaded the policy)", ["group", "rule"]),
   };
 
@@ -56,6 +60,12 @@ export function createMetrics(d: OrchestratorDaemon): Metrics {
     registry.resetMetrics();
     m.active.set(d.role === "active" ? 1 : 0);
     m.revision.set(d.storeRevision);
+    const load = d.distributorLoad();
+    if (load !== null) {
+      if (load.utilization !== null) m.distributorUtilization.set(load.utilization);
+      if (load.framesPerSec !== null) m.distributorFps.set(load.framesPerSec);
+      m.distributorLimited.set(load.limited ? 1 : 0);
+    }
     if (d.role !== "active") return;
     const cp = d.controlPlane;
     const view = cp.view();

@@ -5,6 +5,7 @@
 
 import type { FastifyInstance } from "fastify";
 import type { OrchestratorDaemon } from "../runtime/orchestrator-daemon.js";
+import { autoscaleViewOf } from "../runtime/autoscale-view.js";
 import { route } from "./server.js";
 import * as S from "./schemas.js";
 
@@ -34,6 +35,9 @@ export function registerInventoryRoutes(app: FastifyInstance, d: OrchestratorDae
   route(app, { method: "PATCH", url: "/api/groups/:name", access: "operator", tag: G, summary: "Change interfaces, routes, autoscale rules or allowMixedModels", params: S.PARAMS_GROUP, body: S.SG_PATCH }, (c) =>
     d.submit("sg.update", { ...c.body, name: c.params.name }, c.actor),
   );
+  route(app, { method: "GET", url: "/api/groups/:name/autoscale", access: "monitor", tag: G, summary: "Auto-scaling: the rules, the last decision with its reason, the last action, the current load window", params: S.PARAMS_GROUP }, (c) =>
+    autoscaleViewOf(d, c.params.name!),
+  );
   route(app, { method: "DELETE", url: "/api/groups/:name", access: "admin", tag: G, summary: "Delete an empty security group", params: S.PARAMS_GROUP }, (c) => d.submit("sg.delete", { name: c.params.name }, c.actor));
 
   // ---- members (assign / unassign / drain / weight are STAGED: see changes)
@@ -52,6 +56,9 @@ export function registerInventoryRoutes(app: FastifyInstance, d: OrchestratorDae
   );
   route(app, { method: "PUT", url: "/api/groups/:name/members/:appliance/weight", access: "operator", tag: M, summary: "Stage a member's new weight", params: S.PARAMS_GROUP_APPLIANCE, body: S.WEIGHT_PUT }, (c) =>
     d.submit("sg.weight", { group: c.params.name, appliance: c.params.appliance, weight: c.body.weight }, c.actor),
+  );
+  route(app, { method: "POST", url: "/api/groups/:name/weights/auto", access: "operator", tag: M, summary: "Return the weights to automatic: overrides staged back to cores (measured capacity when models differ)", params: S.PARAMS_GROUP }, (c) =>
+    d.submit("sg.weights.auto", { group: c.params.name }, c.actor),
   );
 
   // ---- interfaces and policy
@@ -104,4 +111,15 @@ export function registerInventoryRoutes(app: FastifyInstance, d: OrchestratorDae
   route(app, { method: "POST", url: "/api/groups/:name/upgrade/finish", access: "operator", tag: C, summary: "Finish the rolling upgrade (every member runs the target version)", params: S.PARAMS_GROUP }, (c) =>
     d.submit("sg.upgrade.finish", { group: c.params.name }, c.actor),
   );
+  route(app, { method: "GET", url: "/api/groups/:name/upgrade", access: "monitor", tag: C, summary: "The rolling upgrade: state, member in its cycle, what it waits for, every member's version", params: S.PARAMS_GROUP }, (c) =>
+    d.upgradeStatus(c.params.name!),
+  );
+  for (const [verb, command, summary] of [
+    ["pause", "sg.upgrade.pause", "Pause the rolling upgrade (the running step completes; no new step starts)"],
+    ["resume", "sg.upgrade.resume", "Resume a paused upgrade (the paused step starts again)"],
+    ["rollback", "sg.upgrade.rollback", "Roll back: members that moved return to the from version, one at a time"],
+    ["abort", "sg.upgrade.abort", "End the upgrade where it stands (only when every member runs one version)"],
+  ] as const) {
+    route(app, { method: "POST", url: `/api/groups/:name/upgrade/${verb}`, access: "operator", tag: C, summary, params: S.PARAMS_GROUP }, (c) => d.submit(command, { group: c.params.name }, c.actor));
+  }
 }

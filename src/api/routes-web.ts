@@ -160,7 +160,7 @@ export function snapshotOf(d: OrchestratorDaemon): StreamSnapshot {
     }
   }
   const pool = view.appliances(nowMs).filter((a) => a.group === null);
-  return { atMs: Date.now(), groups, members, pool, ruleHits };
+  return { atMs: Date.now(), groups, members, pool, ruleHits, distributor: d.distributorLoad() };
 }
 
 function eventText(name: string, data: unknown): string {

@@ -10,7 +10,7 @@
 
 import { BUCKET_COUNT_MAX } from "../distribution/rendezvous.js";
 import { POLICY_LIMITS } from "../engine/policy.js";
-import { ORCHESTRATOR_LIMITS } from "../orchestrator/index.js";
+import { AUTOSCALE_PRIORITY_MAX, AUTOSCALE_PRIORITY_MIN, ORCHESTRATOR_LIMITS } from "../orchestrator/index.js";
 import { ROLES } from "../runtime/tokens.js";
 
 export type Schema = Record<string, unknown>;
@@ -101,6 +101,7 @@ const AUTOSCALE = object({
   cpuLowPct: { type: "number", minimum: 0, maximum: 99 },
   connectionsPerMemberHigh: { type: "integer", minimum: 1, maximum: Number.MAX_SAFE_INTEGER },
   cooldownMs: { type: "integer", minimum: 0, maximum: 86_400_000 },
+  priority: { type: "integer", minimum: AUTOSCALE_PRIORITY_MIN, maximum: AUTOSCALE_PRIORITY_MAX, description: "groups wanting the same spare: the higher first (default 0)" },
 });
 
 const ADDRESS_LIST: Schema = {
@@ -183,6 +184,16 @@ export const HEARTBEAT = object({
   session: { type: "integer", minimum: 0, maximum: 0xffffffff, description: "0 until the member runs a node" },
   pid: { type: "integer", minimum: 1, maximum: 0x7fffffff },
   ruleHits: { type: "object", maxProperties: 100_000, propertyNames: { type: "string", maxLength: 128 }, additionalProperties: COUNT },
+  version: { ...WORD, description: "software version the member process runs" },
+  restartError: { type: "string", maxLength: 512, description: "why the restart asked for (rolling upgrade) could not happen" },
+  hypersync: object(
+    {
+      min: { type: "integer", minimum: 1, maximum: 255 },
+      max: { type: "integer", minimum: 1, maximum: 255 },
+    },
+    ["min", "max"],
+    { description: "HyperSync protocol versions the member reads (min <= max)" },
+  ),
 });
 const HELD_CONNECTION = object(
   {

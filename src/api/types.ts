@@ -18,11 +18,15 @@ export type { MemberConfig, MemberEndpoints, InterfaceConfig } from "../runtime/
 export type { HeldConnection, ConnectionFilter } from "../runtime/connection-queries.js";
 export type { MemberCounters, MemberCountersInput, VerifyView } from "../runtime/member-reports.js";
 export type { Role, TokenInfo } from "../runtime/tokens.js";
+export type { DistributorLoadView } from "../runtime/distributor-watch.js";
+export type { UpgradeStatusView } from "../runtime/upgrade-runner.js";
 export type { AuditRecord, EventRecord } from "../store/store.js";
+export type { AutoscaleActionView, AutoscaleView, AutoscaleWindowView } from "../runtime/autoscale-view.js";
 
-import type { ApplianceView, AutoscaleInput, AutoscaleRules, MemberView, PendingChange, SgInterface, SgInterfaceInput } from "../orchestrator/index.js";
+import type { ApplianceView, AutoscaleInput, AutoscaleRules, MemberView, PendingChange, SgInterface, SgInterfaceInput, WeightsSource } from "../orchestrator/index.js";
 import type { MemberCounters } from "../runtime/member-reports.js";
 import type { Role } from "../runtime/tokens.js";
+import type { DistributorLoadView } from "../runtime/distributor-watch.js";
 import type { PolicySpec } from "../engine/policy.js";
 import type { StaticRouteSpec } from "../engine/routing.js";
 
@@ -76,7 +80,7 @@ export interface GroupSummary {
   policyRevision: number;
   rules: number;
   allowMixedModels: boolean;
-  upgrade: { fromVersion: string; targetVersion: string; startedAt: string } | null;
+  upgrade: { fromVersion: string; targetVersion: string; startedAt: string; direction: "forward" | "back"; paused: boolean; reason: string | null; current: { appliance: string; step: string; since: string } | null } | null;
   transition: { kind: string; seq: number; progress: number } | null;
   pendingChanges: number;
   createdAt: string;
@@ -88,6 +92,8 @@ export interface GroupDetail extends Omit<GroupSummary, "interfaces"> {
   policy: PolicySpec;
   autoscale: AutoscaleRules;
   weights: Record<string, number>;
+  /** Who set the weights: "cores" (none), "operator" (overrides win), "measured" (capacity-weights.ts). */
+  weightsSource: WeightsSource;
 }
 
 export interface StageResult {
@@ -121,7 +127,12 @@ export interface StatusView {
   commands?: Record<string, number>;
   appliances?: { total: number; pool: number; alive: number };
   groups?: GroupSummary[];
+  /** The orchestrator's distributor (null: it runs none): its sockets and its load. */
+  distributor?: DistributorStatus | null;
 }
+
+/** GET /api/status's distributor: where it listens, its load, whether it limits throughput. */
+export type DistributorStatus = { vxlan: { address: string; port: number }; memberLink: { address: string; port: number } } & DistributorLoadView;
 
 /** A member with its group's view and the counters it reported (GET /api/members). */
 export type MemberStatus = MemberView & { counters: MemberCounters | null };
@@ -177,6 +188,8 @@ export interface StreamSnapshot {
   pool: ApplianceView[];
   /** Hits per policy rule, per group, as the members last reported them. */
   ruleHits: Record<string, Record<string, number>>;
+  /** The distributor's load and whether it limits throughput (null or absent: no distributor here). */
+  distributor?: DistributorLoadView | null;
 }
 
 /** One sample of the load history (event "history" at connect: the last minutes, oldest first). */

@@ -9,8 +9,10 @@ import type { TandemClient } from "../api/client.js";
 import type { ApplyResult, ChangesView, GroupInput, SgInterfaceInput, StageResult } from "../api/types.js";
 import { ErrorCode, TandemError } from "../stdx/errors.js";
 import { clientOf, intOption, numberOption, print, withApiOptions, type ApiFlags } from "./api-common.js";
+import { formatAutoscale } from "./autoscale-format.js";
 import { ProgressBar } from "./progress.js";
 import { formatFields, formatTable } from "./table.js";
+import { registerUpgradeCommand } from "./upgrade.js";
 import { lastEventSeq, waitForTransition, type TransitionOutcome } from "./transition-wait.js";
 
 function readText(file: string): string {
@@ -117,6 +119,7 @@ function collect(value: string, previous: string[]): string[] {
 
 export function registerSgCommands(program: Command): void {
   const sg = program.command("sg").description("security groups: members that act as one gateway");
+  registerUpgradeCommand(sg);
 
   withApiOptions(
     sg
@@ -162,12 +165,23 @@ export function registerSgCommands(program: Command): void {
         ["policy", `revision ${g.policyRevision}, ${g.policy.rules.length} rules`],
         ["interfaces", g.interfaces.map((i) => `${i.name} (vni ${i.vni}, ${i.gateway})`).join(", ") || null],
         ["mixed models", g.allowMixedModels],
+        ["weights set by", g.weightsSource],
         ["upgrade", g.upgrade === null ? null : `${g.upgrade.fromVersion} -> ${g.upgrade.targetVersion}`],
         ["transition", g.transition === null ? null : `${g.transition.kind} #${g.transition.seq} ${Math.round(g.transition.progress * 100)}%`],
       ]);
       out += `\nMembers\n${formatTable(
-        ["APPLIANCE", "STATE", "WEIGHT", "OWNED", "BACKUPS", "ALIVE", "SINCE"],
-        members.map((m) => [m.appliance, m.state, m.weight, m.owned, m.backups, m.alive, m.since]),
+        ["APPLIANCE", "STATE", "WEIGHT", "OWNED", "BACKUPS", "ALIVE", "RTT MS", "DOWN AFTER MS", "SINCE"],
+        members.map((m) => [
+          m.appliance,
+          m.state,
+          m.weight,
+          m.owned,
+          m.backups,
+          m.alive,
+          m.detection.srttMs === null ? null : `${m.detection.srttMs} ±${m.detection.rttvarMs}`,
+          m.detection.downAfterMs,
+          m.since,
+        ]),
       )}`;
       if (changes.changes.length > 0) out += `\nPending changes (tandem changes show ${name})\n${changesTable(changes)}`;
       return out;
@@ -227,15 +241,38 @@ export function registerSgCommands(program: Command): void {
     await applyAndWait(client, name, flags);
   });
 
+  withApiOptions(
+    sg
+      .command("weight")
+      .description("stage a member's weight override (default: its cores; apply with tandem changes apply); --auto: back to automatic weights")
+      .argument("<name>")
+      .argument("[appliance]")
+      .argument("[weight]")
+      .option("--auto", "stage every override back to cores; once applied, weights are automatic again (measured capacity when models differ)"),
+  ).action(async (name: string, appliance: string | undefined, weightText: string | undefined, flags: ApiFlags & { auto?: boolean }) => {
+    if (flags.auto === true) {
+      if (appliance !== undefined) throw new TandemError(ErrorCode.INVALID_ARGUMENT, "--auto applies to the whole group: give no appliance or weight");
+      const r = await clientOf(flags).autoWeights(name);
+      print(flags, r, () =>
+        r.staged > 0 ? `staged: ${r.staged} weights back to cores in ${name} (${r.pending} pending; tandem changes apply ${name})` : `weights of ${name} are automatic (${r.weightsSource})`,
+      );
+      return;
+    }
+    if (appliance === undefined || weightText === undefined) throw new TandemError(ErrorCode.INVALID_ARGUMENT, "give <appliance> and <weight>, or --auto");
+    const weight = numberOption(weightText, "<weight>", Number.MIN_VALUE, 1_000_000)!;
+    const staged = await clientOf(flags).setWeight(name, appliance, weight);
+    print(flags, staged, () => `staged: weight ${weight} for ${appliance} in ${name} (${staged.pending} pending; tandem changes apply ${name})`);
+  });
+
   withApiOptions(sg.command("delete").description("delete an empty security group (admin)").argument("<name>")).action(async (name: string, flags: ApiFlags) => {
     const r = await clientOf(flags).deleteGroup(name);
     print(flags, r, () => `deleted security group ${r.name}`);
   });
 
   const autoscale = sg.command("autoscale").description("the group's auto-scaling rules (pool appliances join and leave with the load)");
-  withApiOptions(autoscale.command("show").description("print the group's auto-scaling rules").argument("<name>")).action(async (name: string, flags: ApiFlags) => {
-    const g = (await clientOf(flags).getGroup(name)) as unknown as { autoscale: Record<string, unknown> };
-    print(flags, g.autoscale, () => formatFields(Object.entries(g.autoscale).map(([k, v]) => [k, v as string | number | boolean])));
+  withApiOptions(autoscale.command("show").description("print the group's auto-scaling rules, the last decision with its reason, and the load window").argument("<name>")).action(async (name: string, flags: ApiFlags) => {
+    const view = await clientOf(flags).groupAutoscale(name);
+    print(flags, view, () => formatAutoscale(view));
   });
   withApiOptions(
     autoscale
@@ -249,8 +286,9 @@ export function registerSgCommands(program: Command): void {
       .option("--cpu-high <pct>", "add a member above this mean CPU")
       .option("--cpu-low <pct>", "remove one below this mean CPU (hysteresis: below --cpu-high)")
       .option("--connections-high <n>", "add a member above this many connections per member")
-      .option("--cooldown-ms <ms>", "at least this long between two actions (the load window is a tenth of it, 1-30 s)"),
-  ).action(async (name: string, flags: ApiFlags & { enable?: boolean; disable?: boolean; min?: string; max?: string; cpuHigh?: string; cpuLow?: string; connectionsHigh?: string; cooldownMs?: string }) => {
+      .option("--cooldown-ms <ms>", "at least this long between two actions (the load window is a tenth of it, 1-30 s)")
+      .option("--priority <n>", "groups wanting the same spare: the higher first (-1000..1000, default 0)"),
+  ).action(async (name: string, flags: ApiFlags & { enable?: boolean; disable?: boolean; min?: string; max?: string; cpuHigh?: string; cpuLow?: string; connectionsHigh?: string; cooldownMs?: string; priority?: string }) => {
     if (flags.enable === true && flags.disable === true) throw new TandemError(ErrorCode.INVALID_ARGUMENT, "--enable and --disable exclude each other");
     const rules: Record<string, number | boolean> = {};
     if (flags.enable === true) rules.enabled = true;
@@ -261,12 +299,20 @@ export function registerSgCommands(program: Command): void {
     if (flags.cpuLow !== undefined) rules.cpuLowPct = numberOption(flags.cpuLow, "--cpu-low", 0, 99)!;
     if (flags.connectionsHigh !== undefined) rules.connectionsPerMemberHigh = intOption(flags.connectionsHigh, "--connections-high", 1, Number.MAX_SAFE_INTEGER)!;
     if (flags.cooldownMs !== undefined) rules.cooldownMs = intOption(flags.cooldownMs, "--cooldown-ms", 0, 86_400_000)!;
+    if (flags.priority !== undefined) rules.priority = priorityOption(flags.priority);
     if (Object.keys(rules).length === 0) throw new TandemError(ErrorCode.INVALID_ARGUMENT, "nothing to change: give at least one option (see --help)");
     const client = clientOf(flags);
     await client.updateGroup(name, { autoscale: rules });
     const g = (await client.getGroup(name)) as unknown as { autoscale: Record<string, unknown> };
     print(flags, g.autoscale, () => formatFields(Object.entries(g.autoscale).map(([k, v]) => [k, v as string | number | boolean])));
   });
+}
+
+/** --priority: an integer, negative allowed (intOption takes digits only). */
+function priorityOption(value: string): number {
+  const n = Number(value);
+  if (!/^-?[0-9]+$/.test(value.trim()) || n < -1000 || n > 1000) throw new TandemError(ErrorCode.INVALID_ARGUMENT, `--priority must be an integer from -1000 to 1000, got "${value}"`);
+  return n;
 }
 
 // ---------------------------------------------------------------------------------------------

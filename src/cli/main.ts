@@ -11,12 +11,14 @@ import { registerReplay } from "./replay.js";
 import { registerSim } from "./sim.js";
 import { registerLab } from "./lab.js";
 import { registerUp } from "./up.js";
+import { softwareVersion } from "../version.js";
+import { registerSizing } from "./sizing.js";
 
 const program = new Command();
 program
   .name("tandem")
   .description("Tandem: an open, software hyperscale gateway cluster")
-  .version("0.1.0")
+  .version(softwareVersion())
   .exitOverride()
   .showHelpAfterError();
 
@@ -27,6 +29,7 @@ registerManagement(program);
 registerSim(program);
 registerLab(program);
 registerUp(program);
+registerSizing(program);
 
 async function main(): Promise<void> {
   try {

@@ -24,6 +24,8 @@ interface MemberFlags {
   syncPort?: string;
   tokenFile?: string;
   logLevel: string;
+  releases?: string;
+  current?: string;
 }
 
 /** The member token: --token-file FILE, else TANDEM_TOKEN. */
@@ -64,6 +66,8 @@ export function registerMember(program: Command): void {
     .option("--sync-port <port>", "UDP port of the HyperSync socket (default: any free port)")
     .option("--token-file <file>", "file holding the member token (default: env TANDEM_TOKEN)")
     .option("--log-level <level>", "fatal, error, warn, info, debug", "info")
+    .option("--releases <dir>", "rolling upgrades: directory of installed releases, one sub-directory per version")
+    .option("--current <link>", "rolling upgrades: the symlink this member is started through; switched to the new release, then the member exits 75 for its supervisor to restart it")
     .action(async (flags: MemberFlags) => {
       if (!/^https?:\/\/[^\s/]+/.test(flags.orchestrator)) throw new TandemError(ErrorCode.INVALID_ARGUMENT, `--orchestrator must be an http(s) URL, got "${flags.orchestrator}"`);
       if (flags.appliance.length === 0) throw new TandemError(ErrorCode.INVALID_ARGUMENT, "--appliance must not be empty");
@@ -75,9 +79,12 @@ export function registerMember(program: Command): void {
       const dataPort = intOption(flags.dataPort, "--data-port", 0, 65535);
       const syncPort = intOption(flags.syncPort, "--sync-port", 0, 65535);
       const token = memberTokenOf(flags.tokenFile);
+      if ((flags.releases === undefined) !== (flags.current === undefined)) throw new TandemError(ErrorCode.INVALID_ARGUMENT, "--releases and --current go together");
+      let closing: Promise<void> | null = null;
 
       const { pino } = await import("pino");
       const { MemberDaemon } = await import("../runtime/member-daemon.js");
+      const { RESTART_EXIT_CODE } = await import("../runtime/releases.js");
       const logger = pino({ level: flags.logLevel }, pino.destination(2));
       const daemon = new MemberDaemon({
         appliance: flags.appliance,
@@ -87,10 +94,24 @@ export function registerMember(program: Command): void {
         ...(advertise !== undefined ? { advertise } : {}),
         ...(dataPort !== undefined ? { dataPort } : {}),
         ...(syncPort !== undefined ? { syncPort } : {}),
+        ...(flags.releases !== undefined && flags.current !== undefined
+          ? {
+              releasesDir: flags.releases,
+              currentLink: flags.current,
+              onRestart: (version: string) => {
+                // The supervisor restarts us through --current, which now names the new release.
+                if (closing !== null) return;
+                logger.info(`restarting on ${version}: exiting ${RESTART_EXIT_CODE} for the supervisor`);
+                closing = daemon.stop();
+                closing.then(
+                  () => process.exit(RESTART_EXIT_CODE),
+                  () => process.exit(RESTART_EXIT_CODE),
+                );
+              },
+            }
+          : {}),
         logger,
       });
-
-      let closing: Promise<void> | null = null;
       const stopped = new Promise<void>((resolve, reject) => {
         for (const signal of ["SIGINT", "SIGTERM"] as const) {
           process.on(signal, () => {

@@ -18,6 +18,18 @@ interface UpFlags {
   logLevel: string;
   traffic: boolean;
   memberNetns?: boolean;
+  release: string[];
+}
+
+/** --release V=DIR (repeatable): more installed builds members may be upgraded to. */
+export function parseReleases(values: readonly string[]): Record<string, string> {
+  const out: Record<string, string> = {};
+  for (const v of values) {
+    const eq = v.indexOf("=");
+    if (eq <= 0 || eq === v.length - 1) throw new TandemError(ErrorCode.INVALID_ARGUMENT, `--release must be VERSION=DIR, got "${v}"`);
+    out[v.slice(0, eq)] = v.slice(eq + 1);
+  }
+  return out;
 }
 
 export function registerUp(program: Command): void {
@@ -30,6 +42,7 @@ export function registerUp(program: Command): void {
     .option("--listen <host:port>", "where the API listens", "127.0.0.1:7470")
     .option("--log-level <level>", "fatal, error, warn, info, debug", "warn")
     .option("--no-traffic", "start no traffic")
+    .option("--release <version=dir>", "another installed build members can be upgraded to (tandem sg upgrade default --version VERSION); repeatable", (v: string, all: string[]) => [...all, v], [] as string[])
     .option("--member-netns", "with --lab: run each member in its own network namespace (tdm-m<i>), so member links and sync cross a network")
     .action(async (flags: UpFlags) => {
       const members = intOption(flags.members, "--members", 1, 64)!;
@@ -39,7 +52,7 @@ export function registerUp(program: Command): void {
       const { pino } = await import("pino");
       const { LocalCluster } = await import("../runtime/local-cluster.js");
       const logger = pino({ level: flags.logLevel }, pino.destination(2));
-      const cluster = new LocalCluster({ dataDir: flags.dataDir, members, lab: flags.lab === true, listen: parseListen(flags.listen), logger, traffic: flags.traffic, ...(flags.memberNetns === true ? { memberNamespaces: members + 1 } : {}) });
+      const cluster = new LocalCluster({ dataDir: flags.dataDir, members, lab: flags.lab === true, listen: parseListen(flags.listen), logger, traffic: flags.traffic, releases: parseReleases(flags.release), ...(flags.memberNetns === true ? { memberNamespaces: members + 1 } : {}) });
       if (flags.memberNetns === true && flags.lab !== true) throw new TandemError(ErrorCode.INVALID_ARGUMENT, "--member-netns needs --lab");
       let stopping: Promise<void> | null = null;
       const done = new Promise<void>((resolve) => {

@@ -16,6 +16,7 @@ import {
   RTO_MAX_MS,
 } from "./constants.js";
 import { Prng } from "../stdx/prng.js";
+import { TandemError } from "../stdx/errors.js";
 import { ConnState, type ConnectionSnapshot } from "../engine/types.js";
 
 const SEED = 42;
@@ -550,5 +551,105 @@ describe("SyncChannel authentication and epochs", () => {
     pair.run(300);
     expect(pair.b.delivered).toEqual(range(30).map((n) => n * 4));
     expect(pair.b.channel.counters.staleEpoch).toBe(0);
+  });
+});
+
+// Version 2 is the only wire format today, so a channel reading {2, 3} stands for a newer
+// build, and its "version 3" is version 2's layout: the machinery is what is under test (the
+// send version, the range check, the header form, the short form's implied version).
+describe("SyncChannel protocol versions", () => {
+  const V2_V3 = { protocolVersions: { min: 2, max: 3 } };
+  const V2_ONLY = { protocolVersions: { min: 2, max: 2 } };
+
+  function traffic(pair: Pair, from: number, count: number): void {
+    for (let n = from; n < from + count; n++) {
+      pair.enqueue(0, n * 4);
+      pair.enqueue(1, n * 4);
+    }
+    pair.run(pair.nowMs + 2 * ACK_DELAY_MS);
+  }
+
+  it("a channel reading {2,3} and one reading {2,2} sync both ways at 2, the shared min, in short headers", () => {
+    const pair = new Pair(1, PERFECT, V2_V3, V2_ONLY);
+    expect(pair.a.channel.protocolVersion).toBe(2);
+    traffic(pair, 0, 20);
+    expect(pair.b.delivered).toEqual(range(20).map((n) => n * 4));
+    expect(pair.a.delivered).toEqual(range(20).map((n) => n * 4));
+    for (const side of [pair.a, pair.b]) {
+      expect(side.channel.peerVersion).toBe(2);
+      expect(side.channel.counters.badVersion + side.channel.counters.badMac).toBe(0);
+      expect(side.channel.counters.shortHeaders).toBeGreaterThan(0);
+    }
+  });
+
+  it("told to send 3, the {2,3} channel is refused by the {2,2} one (bad-version, long headers); the other way still works", () => {
+    const pair = new Pair(2, PERFECT, V2_V3, V2_ONLY);
+    traffic(pair, 0, 5);
+    pair.a.channel.setProtocolVersion(3);
+    const longBefore = pair.a.channel.counters.longHeaders;
+    const shortBefore = pair.a.channel.counters.shortHeaders;
+    traffic(pair, 5, 5);
+    const b = pair.b.channel.counters;
+    // Nothing of a's after the change arrives; b names the reason for each datagram.
+    expect(pair.b.delivered).toEqual(range(5).map((n) => n * 4));
+    expect(b.badVersion).toBeGreaterThan(0);
+    expect(b.badMac).toBe(0);
+    // a sends the long form (b does not send a's version), so b sees the version it refuses.
+    expect(pair.a.channel.counters.longHeaders).toBeGreaterThan(longBefore);
+    expect(pair.a.channel.counters.shortHeaders).toBe(shortBefore);
+    // b's version 2 is still in a's range.
+    expect(pair.a.delivered).toEqual(range(10).map((n) => n * 4));
+    // Back to 2: the retransmissions are resealed at 2 and everything arrives.
+    pair.a.channel.setProtocolVersion(2);
+    pair.run(pair.nowMs + 1000);
+    expect(pair.b.delivered).toEqual(range(10).map((n) => n * 4));
+  });
+
+  it("two {2,3} channels move from 2 to 3 one after the other, under loss and reordering, without losing a record", () => {
+    fc.assert(
+      fc.property(fc.integer({ min: 0, max: 0x7fffffff }), fc.integer({ min: 20, max: 150 }), fc.integer({ min: 0, max: 100 }), (seed, switchAMs, laterMs) => {
+        const pair = new Pair(seed, { loss: 0.2, duplicate: 0.1, delayMinMs: 0.05, delayMaxMs: 2 }, V2_V3, V2_V3);
+        const workload = new Prng(seed ^ 0x7e55);
+        const total = [0, 0];
+        for (let t = 0; t < 300; t += 0.5) {
+          pair.run(t);
+          if (t === switchAMs) pair.a.channel.setProtocolVersion(3);
+          if (t === switchAMs + laterMs) pair.b.channel.setProtocolVersion(3);
+          for (const side of [0, 1] as const) {
+            const burst = workload.nextInt(3);
+            for (let i = 0; i < burst; i++) pair.enqueue(side, total[side]++);
+          }
+        }
+        pair.run(2000);
+        expect(pair.b.delivered).toEqual(range(total[0]!));
+        expect(pair.a.delivered).toEqual(range(total[1]!));
+        for (const side of [pair.a, pair.b]) {
+          const c = side.channel.counters;
+          expect(c.badVersion + c.badMac + c.malformed).toBe(0);
+          expect(side.channel.peerVersion).toBe(3);
+        }
+        // Both at 3 again: back to short headers.
+        const shortBefore = pair.a.channel.counters.shortHeaders;
+        pair.enqueue(0, total[0]!);
+        pair.run(pair.nowMs + 10);
+        expect(pair.a.channel.counters.shortHeaders).toBeGreaterThan(shortBefore);
+      }),
+      { seed: SEED, numRuns: 10 },
+    );
+  });
+
+  it("refuses a send version outside its range with an operating error, and keeps the one it has", () => {
+    const pair = new Pair(3, PERFECT, V2_V3, V2_ONLY);
+    expect(() => pair.b.channel.setProtocolVersion(3)).toThrow(TandemError);
+    expect(() => pair.a.channel.setProtocolVersion(4)).toThrow(TandemError);
+    expect(() => pair.a.channel.setProtocolVersion(1)).toThrow(TandemError);
+    expect(() => pair.a.channel.setProtocolVersion(2.5)).toThrow(TandemError);
+    expect(pair.a.channel.protocolVersion).toBe(2);
+    expect(pair.b.channel.protocolVersion).toBe(2);
+    // A bad range or a send version outside it is a programmer error.
+    expect(() => new SyncChannel(config(1, 2, 5, { protocolVersions: { min: 3, max: 2 } }), pair.a, 0)).toThrow(/protocol version range/);
+    expect(() => new SyncChannel(config(1, 2, 5, { protocolVersions: { min: 0, max: 2 } }), pair.a, 0)).toThrow(/protocol version range/);
+    expect(() => new SyncChannel(config(1, 2, 5, { protocolVersions: { min: 2, max: 256 } }), pair.a, 0)).toThrow(/protocol version range/);
+    expect(() => new SyncChannel(config(1, 2, 5, { ...V2_ONLY, protocolVersion: 3 }), pair.a, 0)).toThrow(/send version/);
   });
 });

@@ -39,6 +39,13 @@
 // (peerConfirmed: a datagram from the peer named our session), short after. A slot keeps room
 // for the long header in front of its payload, so a retransmission can change form.
 //
+// Protocol versions (protocol-version.ts): the channel reads every version of its range and
+// seals with its send version (setProtocolVersion; default the range's min, which an older
+// build shares). It sends the long form, which names the version, while the peer's last
+// authentic datagram had another version than ours: while a group changes version, and
+// towards a peer that cannot read ours (it counts every datagram as bad-version, which names
+// the problem, instead of bad-mac). A retransmission is resealed with the current version.
+//
 // Keep-alives: only a channel that sent nothing for KEEPALIVE_INTERVAL_MS sends one, so an
 // active member pays nothing for liveness and an idle one a datagram per peer per interval.
 // Two more announce this instance's session at once: a hello at the first tick, and a reply
@@ -57,6 +64,7 @@
 // but must not call receive() re-entrantly (asserted).
 
 import { assert } from "../stdx/assert.js";
+import { ErrorCode, TandemError } from "../stdx/errors.js";
 import {
   ACK_DELAY_MS,
   ACK_EVERY_DATAGRAMS,
@@ -91,6 +99,7 @@ import {
   writeNackRange,
   type OpenContext,
 } from "./datagram.js";
+import { assertProtocolVersionRange, inProtocolVersionRange, PROTOCOL_VERSIONS_DEFAULT, type ProtocolVersionRange } from "./protocol-version.js";
 import { DecodedRecord, decodeRecord, isStateRecordKind, type RecordSink } from "./records.js";
 
 export const PeerState = {
@@ -140,6 +149,10 @@ export interface ChannelConfig {
   resendQueueDatagrams?: number;
   /** Receive reorder window (power of two, at most RECEIVE_WINDOW_DATAGRAMS). */
   receiveWindowDatagrams?: number;
+  /** Protocol versions this channel reads (default PROTOCOL_VERSIONS_DEFAULT). */
+  protocolVersions?: ProtocolVersionRange;
+  /** The version it seals with (in the range; default the range's min). */
+  protocolVersion?: number;
   /**
    * The bucket of a state record (for resync when its datagram is abandoned). Records that
    * name a connection carry no bucket: the agent derives it from the key. Default: rec.bucket.
@@ -222,6 +235,11 @@ export class SyncChannel implements RecordSink {
   peerSession = 0;
   /** The peer has shown it knows this channel's session: short headers may go out. */
   peerConfirmed = false;
+  /** Protocol versions this channel reads. */
+  readonly protocolVersionMin: number;
+  readonly protocolVersionMax: number;
+  /** Version of the peer's last authentic datagram (0 until heard). */
+  peerVersion = 0;
 
   private readonly key: MacKey;
   private readonly port: ChannelPort;
@@ -233,6 +251,8 @@ export class SyncChannel implements RecordSink {
   private readonly controlBuf = new Uint8Array(DATAGRAM_BYTES_MAX);
   private readonly openContext: OpenContext;
   private readonly bucketOfRecord: (rec: DecodedRecord) => number;
+  /** The version outgoing datagrams are sealed with. */
+  private sendVersion: number;
 
   // ---- send side ----
   private readonly queueSize: number;
@@ -293,6 +313,13 @@ export class SyncChannel implements RecordSink {
     const windowSize = config.receiveWindowDatagrams ?? RECEIVE_WINDOW_DATAGRAMS;
     assert(isPowerOfTwo(queueSize) && queueSize >= 2 && queueSize <= RESEND_QUEUE_DATAGRAMS_MAX, "resend queue size out of range");
     assert(isPowerOfTwo(windowSize) && windowSize >= 2 && windowSize <= RECEIVE_WINDOW_DATAGRAMS, "receive window out of range");
+    const versions = config.protocolVersions ?? PROTOCOL_VERSIONS_DEFAULT;
+    assertProtocolVersionRange(versions);
+    const sendVersion = config.protocolVersion ?? versions.min;
+    assert(inProtocolVersionRange(versions, sendVersion), "the send version must lie in the channel's range");
+    this.protocolVersionMin = versions.min;
+    this.protocolVersionMax = versions.max;
+    this.sendVersion = sendVersion;
     this.clusterId = config.clusterId >>> 0;
     this.localId = config.localId >>> 0;
     this.peerId = config.peerId >>> 0;
@@ -310,6 +337,9 @@ export class SyncChannel implements RecordSink {
       peerSession: 0,
       epoch: this.epoch,
       minEpoch: this.minEpoch,
+      versionMin: versions.min,
+      versionMax: versions.max,
+      peerVersion: sendVersion,
     };
 
     this.queueSize = queueSize;
@@ -342,6 +372,26 @@ export class SyncChannel implements RecordSink {
     this.minEpoch = minEpoch;
     this.openContext.epoch = epoch;
     this.openContext.minEpoch = minEpoch;
+  }
+
+  /** The version outgoing datagrams are sealed with. */
+  get protocolVersion(): number {
+    return this.sendVersion;
+  }
+
+  /**
+   * Seals every datagram from now on (retransmissions included) with version v. The peer
+   * reads it only if v is in its range: the orchestrator picks a version every member reads.
+   */
+  setProtocolVersion(v: number): void {
+    if (!Number.isInteger(v) || v < this.protocolVersionMin || v > this.protocolVersionMax) {
+      throw new TandemError(ErrorCode.INVALID_ARGUMENT, `HyperSync protocol version ${v} is outside this channel's range ${this.protocolVersionMin}..${this.protocolVersionMax}`, {
+        version: v,
+        min: this.protocolVersionMin,
+        max: this.protocolVersionMax,
+      });
+    }
+    this.sendVersion = v;
   }
 
   /** Sealed datagrams awaiting acknowledgement. */
@@ -450,8 +500,9 @@ export class SyncChannel implements RecordSink {
   private fillHeader(type: number, seq: number, flags: number): DatagramHeader {
     const h = this.outHeader;
     h.type = type;
-    // Short only when both sides know each other's session (the receiver fills them in).
-    h.long = !this.peerConfirmed || this.peerSession === 0;
+    // Short only when both sides know each other's session (the receiver fills them in) and
+    // the peer sends our version (else the long form names ours: see the file comment).
+    h.long = !this.peerConfirmed || this.peerSession === 0 || this.peerVersion !== this.sendVersion;
     if (h.long) this.counters.longHeaders++;
     else this.counters.shortHeaders++;
     h.clusterId = this.clusterId;
@@ -465,6 +516,7 @@ export class SyncChannel implements RecordSink {
     h.firstSeq = this.oldestSeq;
     h.hasFirstSeq = h.long || seqDiff(this.oldestSeq, this.peerAck + 1) > 0;
     h.flags = flags;
+    h.version = this.sendVersion;
     return h;
   }
 
@@ -657,6 +709,9 @@ export class SyncChannel implements RecordSink {
     }
     this.counters.datagramsReceived++;
     this.lastHeardMs = nowMs;
+    // The first guess for the peer's next short datagram (datagram.ts, "Versions").
+    this.peerVersion = h.version;
+    this.openContext.peerVersion = h.version;
     // A datagram naming our session (explicitly, or implied by a verified short header) shows
     // the peer knows it; one naming another (0: not heard yet; older: we restarted) shows it does not.
     this.peerConfirmed = h.peerSession === this.session;

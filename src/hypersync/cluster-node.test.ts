@@ -1,6 +1,6 @@
 import { describe, it, expect } from "vitest";
 import fc from "fast-check";
-import { ClusterNode, BACKUP_EXPIRY_GRACE_MS, STALE_HOLD_MS, SYNC_DEFER_MS, SYNC_LAZY_MS, type ConnectionRole } from "./cluster-node.js";
+import { ClusterNode, BACKUP_EXPIRY_GRACE_MS, STALE_HOLD_MS, SYNC_DEFER_MS, SYNC_LAZY_MS, type ClusterNodeOptions, type ConnectionRole } from "./cluster-node.js";
 import { createEpochTable, ownerOf, backupOf, type EpochTable } from "../distribution/epoch.js";
 import { bucketOfView } from "../distribution/bucket-hash.js";
 import { extraBackupsOf, planDrain, planFailure, planJoin, type TransitionPhase } from "../distribution/transition.js";
@@ -11,6 +11,7 @@ import { LinkType, PacketView } from "../packet/view.js";
 import { Engine } from "../engine/engine.js";
 import { ConnState, DropReason, Verdict, type ConnectionSnapshot } from "../engine/types.js";
 import { Prng } from "../stdx/prng.js";
+import { TandemError } from "../stdx/errors.js";
 import { SyncChannel, type ChannelPort } from "./channel.js";
 import { MacKey } from "./datagram.js";
 import { FLUSH_INTERVAL_MS } from "./constants.js";
@@ -68,12 +69,12 @@ class Cluster {
     this.prng = new Prng(seed);
   }
 
-  add(name: string): ClusterNode {
+  add(name: string, extra: Partial<ClusterNodeOptions> = {}): ClusterNode {
     if (!this.ids.has(name)) this.ids.set(name, this.ids.size + 1);
     const session = (this.sessions.get(name) ?? 0) + 1;
     this.sessions.set(name, session);
     const node = new ClusterNode(
-      { name, memberId: this.ids.get(name)!, clusterId: CLUSTER_ID, clusterKey: KEY, hashSeed: HASH_SEED, capacity: 512, session },
+      { name, memberId: this.ids.get(name)!, clusterId: CLUSTER_ID, clusterKey: KEY, hashSeed: HASH_SEED, capacity: 512, session, ...extra },
       this.nowMs,
     );
     this.nodes.set(name, node);
@@ -838,5 +839,115 @@ describe("ClusterNode: the distributor ahead of the members (the simulator's ord
     cluster.run(SETTLE_MS); // the closes' TIME_WAIT is a deferred change
     expect(expectReplicated(cluster)).toBe(17);
     for (const n of cluster.live()) expect(n.engine.counters.dropReasons.reduce((x, y) => x + y, 0), `${n.name} drops`).toBe(0);
+  });
+});
+
+// Version 2 is the only wire format today, so a node reading {2, 3} stands for a newer build
+// and its "version 3" is version 2's layout: the machinery is what is under test (each node's
+// range and send version, through every channel), not a format.
+describe("ClusterNode: protocol versions", () => {
+  const V2_V3 = { protocolVersions: { min: 2, max: 3 } };
+
+  /** Established connections (handshake and a few exchanges, no close) whose bucket `owner` owns. */
+  function connectionsOwnedBy(cluster: Cluster, prng: Prng, owner: string, count: number): void {
+    for (let found = 0; found < count; ) {
+      const convo = tcpConversation(prng, 2);
+      if (ownerOf(cluster.epoch!, bucketOfFrame(convo[0]!.frame)) !== owner) continue;
+      deliverAll(cluster, convo.slice(0, convo.length - 3));
+      found++;
+    }
+    cluster.run(SETTLE_MS);
+  }
+
+  function mixedPair(seed: number): Cluster {
+    const cluster = new Cluster(seed);
+    cluster.add("old");
+    cluster.add("new", V2_V3);
+    cluster.install(createEpochTable(members("old", "new"), HASH_SEED, { bucketCount: BUCKETS }));
+    return cluster;
+  }
+
+  it("a {2,2} node and a {2,3} node replicate both ways at version 2", () => {
+    const cluster = mixedPair(SEED + 40);
+    const prng = new Prng(SEED + 40);
+    const oldNode = cluster.node("old");
+    const newNode = cluster.node("new");
+    expect(oldNode.protocolVersions).toEqual({ min: 2, max: 2 });
+    expect(newNode.protocolVersions).toEqual({ min: 2, max: 3 });
+    expect(newNode.protocolVersion).toBe(2);
+    connectionsOwnedBy(cluster, prng, "old", 3);
+    connectionsOwnedBy(cluster, prng, "new", 3);
+    expect(expectReplicated(cluster)).toBe(6);
+    for (const n of [oldNode, newNode]) {
+      expect(n.counters.syncRecordsApplied, n.name).toBeGreaterThanOrEqual(3);
+      expect(n.counters.badVersion + n.counters.badDatagrams, n.name).toBe(0);
+    }
+  });
+
+  it("the {2,3} node told to send 3 is refused by the {2,2} node: bad-version counted, nothing applied (why the group's version is the min of the maxima)", () => {
+    const cluster = mixedPair(SEED + 41);
+    const prng = new Prng(SEED + 41);
+    const oldNode = cluster.node("old");
+    const newNode = cluster.node("new");
+    connectionsOwnedBy(cluster, prng, "new", 1);
+    newNode.setProtocolVersion(3);
+    expect(newNode.protocolVersion).toBe(3);
+    const applied = oldNode.counters.syncRecordsApplied;
+    const held = oldNode.engine.table.size;
+    connectionsOwnedBy(cluster, prng, "new", 3);
+    expect(oldNode.counters.syncRecordsApplied).toBe(applied);
+    expect(oldNode.engine.table.size).toBe(held);
+    expect(oldNode.counters.badVersion).toBeGreaterThan(0);
+    expect(oldNode.counters.badDatagrams).toBe(oldNode.counters.badVersion);
+    // The other way still works: 2 is in the new node's range.
+    const appliedNew = newNode.counters.syncRecordsApplied;
+    connectionsOwnedBy(cluster, prng, "old", 2);
+    expect(newNode.counters.syncRecordsApplied).toBeGreaterThan(appliedNew);
+    expect(newNode.counters.badDatagrams).toBe(0);
+    // Back at 2, the owner's retransmissions and resyncs catch the old node up.
+    newNode.setProtocolVersion(2);
+    cluster.run(2000);
+    expect(expectReplicated(cluster)).toBe(6);
+  });
+
+  it("two {2,3} nodes move to 3, one after the other; a channel made later starts at the node's version", () => {
+    const cluster = new Cluster(SEED + 42);
+    const prng = new Prng(SEED + 42);
+    const a = cluster.add("a", V2_V3);
+    const b = cluster.add("b", V2_V3);
+    cluster.install(createEpochTable(members("a", "b"), HASH_SEED, { bucketCount: BUCKETS }));
+    connectionsOwnedBy(cluster, prng, "a", 2);
+    a.setProtocolVersion(3);
+    connectionsOwnedBy(cluster, prng, "b", 2);
+    b.setProtocolVersion(3);
+    connectionsOwnedBy(cluster, prng, "a", 2);
+    expect(expectReplicated(cluster)).toBe(6);
+    // A third member that reads only 3 (a build after the next) joins while the others send 3:
+    // the channels setEpoch makes for it seal with 3 from their first datagram, or it would
+    // count them as bad-version.
+    const c = cluster.add("c", { protocolVersions: { min: 3, max: 3 } });
+    expect(c.protocolVersion).toBe(3);
+    const plan = planJoin(cluster.epoch!, { id: "c", weight: 1 });
+    cluster.installPhase(plan.phases[0]!); // fill: bulk transfers to c
+    cluster.run(50);
+    expect(c.filled.size).toBe(plan.phases[0]!.moves.length);
+    cluster.installPhase(plan.phases[1]!);
+    connectionsOwnedBy(cluster, prng, "c", 2);
+    connectionsOwnedBy(cluster, prng, "a", 2);
+    cluster.run(STALE_HOLD_MS + 50);
+    expect(expectReplicated(cluster)).toBe(10);
+    for (const n of [a, b, c]) expect(n.counters.badDatagrams, n.name).toBe(0);
+  });
+
+  it("refuses a send version outside its range with an operating error, keeping its own", () => {
+    const cluster = mixedPair(SEED + 43);
+    const oldNode = cluster.node("old");
+    const newNode = cluster.node("new");
+    expect(() => oldNode.setProtocolVersion(3)).toThrow(TandemError);
+    expect(() => newNode.setProtocolVersion(4)).toThrow(TandemError);
+    expect(() => newNode.setProtocolVersion(1)).toThrow(TandemError);
+    expect(oldNode.protocolVersion).toBe(2);
+    expect(newNode.protocolVersion).toBe(2);
+    expect(() => cluster.add("bad", { protocolVersions: { min: 3, max: 2 } })).toThrow(/protocol version range/);
   });
 });

@@ -73,6 +73,10 @@
 // created it) adopts it. Copies of buckets the node no longer holds are dropped once no record
 // arrived for them in STALE_HOLD_MS (a peer ahead of us may be filling them already).
 //
+// Protocol versions: every channel reads the node's range (options.protocolVersions) and seals
+// with the node's send version (setProtocolVersion: the distribution document's
+// hypersyncVersion in the runtime); channels made later start with the current one.
+//
 // Time: the caller passes nowMs to every call and calls tick() when nextDeadlineMs() is due;
 // nothing here reads a clock. Per-packet work allocates nothing; setEpoch, bulk transfers,
 // verification and the outbox entries (one per datagram) do.
@@ -109,6 +113,7 @@ import { isPowerOfTwo, NO_MEMBER } from "../distribution/rendezvous.js";
 import { ChannelEvent, ReceiveResult, SyncChannel, type ChannelPort } from "./channel.js";
 import { DATAGRAM_PAYLOAD_BYTES_MAX, DIGEST_PAIRS_MAX, FLUSH_INTERVAL_MS, RECORD_BYTES_MAX, RESEND_QUEUE_DATAGRAMS_MAX, RTO_INITIAL_MS } from "./constants.js";
 import { MacKey } from "./datagram.js";
+import { assertProtocolVersionRange, inProtocolVersionRange, PROTOCOL_VERSIONS_DEFAULT, type ProtocolVersionRange } from "./protocol-version.js";
 import { connectionDigestRaw } from "./digest.js";
 import {
   encodeBulkBegin,
@@ -200,6 +205,11 @@ export interface ClusterNodeOptions {
   routes?: RouteTable | null;
   /** Grows across restarts of the same member (HyperSync session). */
   session: number;
+  /**
+   * HyperSync protocol versions this node reads (default PROTOCOL_VERSIONS_DEFAULT, this
+   * build's). It sends its min until setProtocolVersion says otherwise.
+   */
+  protocolVersions?: ProtocolVersionRange;
 }
 
 export type ConnectionRole = "owner" | "backup" | "fill" | "stale";
@@ -317,6 +327,8 @@ function newCounters() {
     /** Sync datagrams dropped (any reason: bad MAC, stale epoch, malformed, unknown peer...). */
     badDatagrams: 0,
     staleEpoch: 0,
+    /** ...of them, long-form datagrams of a protocol version outside this node's range. */
+    badVersion: 0,
     unknownPeer: 0,
     peerUps: 0,
     peerDeaths: 0,
@@ -436,6 +448,8 @@ export class ClusterNode {
   private readonly hashSeed: number;
   private readonly key: MacKey;
   private readonly capacity: number;
+  private readonly versions: ProtocolVersionRange;
+  private sendVersion: number;
   private epochTable: EpochTable | null = null;
   private fillMap: ReadonlyMap<number, readonly string[]> = new Map();
   /** The clock of the call in progress (channel callbacks carry no time). */
@@ -518,6 +532,11 @@ export class ClusterNode {
     this.hashSeed = options.hashSeed | 0;
     this.key = new MacKey(options.clusterKey);
     this.capacity = options.capacity;
+    const versions = options.protocolVersions ?? PROTOCOL_VERSIONS_DEFAULT;
+    assertProtocolVersionRange(versions);
+    this.versions = Object.freeze({ min: versions.min, max: versions.max });
+    // The range's min: a node of the previous build reads it (see protocol-version.ts).
+    this.sendVersion = versions.min;
     this.engine = new Engine({
       capacity: options.capacity,
       hashSeed: options.hashSeed,
@@ -547,6 +566,35 @@ export class ClusterNode {
   /** Current epoch number (0 before the first setEpoch). */
   get epoch(): number {
     return this.epochTable === null ? 0 : this.epochTable.epoch;
+  }
+
+  // ---- protocol versions -------------------------------------------------------------------
+
+  /** The HyperSync protocol versions this node reads (what the member reports in heartbeats). */
+  get protocolVersions(): ProtocolVersionRange {
+    return this.versions;
+  }
+
+  /** The version this node seals its datagrams with. */
+  get protocolVersion(): number {
+    return this.sendVersion;
+  }
+
+  /**
+   * Seals every datagram from now on with version v, on every channel (and on channels made
+   * later). v outside this node's range is a TandemError (an orchestrator naming a version this
+   * build does not speak); the caller keeps the current version then.
+   */
+  setProtocolVersion(v: number): void {
+    if (!inProtocolVersionRange(this.versions, v)) {
+      throw new TandemError(ErrorCode.INVALID_ARGUMENT, `HyperSync protocol version ${v} is outside ${this.name}'s range ${this.versions.min}..${this.versions.max}`, {
+        version: v,
+        min: this.versions.min,
+        max: this.versions.max,
+      });
+    }
+    this.sendVersion = v;
+    for (const link of this.links) if (link !== null) link.channel.setProtocolVersion(v);
   }
 
   // ---- epochs ------------------------------------------------------------------------------
@@ -682,6 +730,8 @@ export class ClusterNode {
           peerId: memberId,
           session: this.session,
           key: this.key,
+          protocolVersions: this.versions,
+          protocolVersion: this.sendVersion,
           bucketOfRecord: (rec) => this.bucketOfRecord(rec),
         },
         port,
@@ -1365,6 +1415,7 @@ export class ClusterNode {
     if (result !== ReceiveResult.OK) {
       this.counters.badDatagrams++;
       if (result === ReceiveResult.STALE_EPOCH) this.counters.staleEpoch++;
+      else if (result === ReceiveResult.BAD_VERSION) this.counters.badVersion++;
       return;
     }
     this.checkRounds(nowMs);

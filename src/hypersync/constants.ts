@@ -6,11 +6,22 @@
 import { assert } from "../stdx/assert.js";
 
 /**
- * Wire protocol version carried in every datagram; a receiver drops versions it does not speak.
- * Version 2: compact header with implicit identities and sessions, 64-bit MAC, records without
- * length or bucket fields (see datagram.ts and records.ts).
+ * Wire protocol versions this build reads and writes. A member seals every datagram with one
+ * version (its send version: the orchestrator picks the highest every member of the group
+ * speaks) and accepts any version in its range, so members of an old and a new build keep
+ * syncing during a rolling upgrade (docs/hypersync.md, "Protocol versions"; protocol-version.ts).
+ * A version exists only where the wire differs. Version 2: compact header with implicit
+ * identities and sessions, 64-bit MAC, records without length or bucket fields (datagram.ts,
+ * records.ts). A format change bumps MAX and keeps reading MIN..MAX for one release; only the
+ * release after it may raise MIN.
  */
-export const PROTOCOL_VERSION = 2;
+export const PROTOCOL_VERSION_MIN = 2;
+export const PROTOCOL_VERSION_MAX = 2;
+/** The newest version this build speaks (an alias of PROTOCOL_VERSION_MAX, for older callers). */
+export const PROTOCOL_VERSION = PROTOCOL_VERSION_MAX;
+/** Bounds of any version: it travels as one byte, and 0 is never a version. */
+export const PROTOCOL_VERSION_WIRE_MIN = 1;
+export const PROTOCOL_VERSION_WIRE_MAX = 255;
 
 // ---- datagram -------------------------------------------------------------------------
 
@@ -117,6 +128,10 @@ function isPowerOfTwo(n: number): boolean {
   return Number.isInteger(n) && n > 0 && (n & (n - 1)) === 0;
 }
 
+assert(
+  Number.isInteger(PROTOCOL_VERSION_MIN) && Number.isInteger(PROTOCOL_VERSION_MAX) && PROTOCOL_VERSION_WIRE_MIN <= PROTOCOL_VERSION_MIN && PROTOCOL_VERSION_MIN <= PROTOCOL_VERSION_MAX && PROTOCOL_VERSION_MAX <= PROTOCOL_VERSION_WIRE_MAX,
+  "protocol versions out of order or outside a byte",
+);
 assert(DATAGRAM_PAYLOAD_BYTES_MAX > 0, "datagram header and MAC leave no payload");
 assert(DATAGRAM_BYTES_MAX <= 65507, "datagram larger than a UDP payload");
 assert(RECORD_STATE_BYTES_MAX <= RECORD_BYTES_MAX, "a state record must fit an empty datagram");

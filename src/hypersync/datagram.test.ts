@@ -10,6 +10,8 @@ import {
   DATAGRAM_SHORT_HEADER_BYTES,
   MAC_BYTES,
   PROTOCOL_VERSION,
+  PROTOCOL_VERSION_MAX,
+  PROTOCOL_VERSION_MIN,
 } from "./constants.js";
 import { TandemError } from "../stdx/errors.js";
 
@@ -41,7 +43,19 @@ function header(type: number, long: boolean): DatagramHeader {
 
 /** The receiver's side of the header above (member 8, whose session is 99, hearing member 7). */
 function context(extra: Partial<OpenContext> = {}): OpenContext {
-  return { clusterId: CLUSTER, localId: 8, peerId: 7, localSession: 99, peerSession: 1234, epoch: 5, minEpoch: 0, ...extra };
+  return {
+    clusterId: CLUSTER,
+    localId: 8,
+    peerId: 7,
+    localSession: 99,
+    peerSession: 1234,
+    epoch: 5,
+    minEpoch: 0,
+    versionMin: PROTOCOL_VERSION_MIN,
+    versionMax: PROTOCOL_VERSION_MAX,
+    peerVersion: PROTOCOL_VERSION_MIN,
+    ...extra,
+  };
 }
 
 /** A DATA datagram with `payloadLength` payload bytes (contents are opaque at this layer). */
@@ -60,7 +74,7 @@ function derivedKey(): Uint8Array {
 function pseudoHeader(h: DatagramHeader): Uint8Array {
   const p = Buffer.alloc(24);
   p.writeUInt32BE(h.clusterId, 0);
-  p.writeUInt32BE(((PROTOCOL_VERSION << 24) | h.senderId) >>> 0, 4);
+  p.writeUInt32BE(((h.version << 24) | h.senderId) >>> 0, 4);
   p.writeUInt32BE(h.receiverId, 8);
   p.writeUInt32BE(h.session, 12);
   p.writeUInt32BE(h.peerSession, 16);
@@ -220,5 +234,83 @@ describe("datagram seal/open", () => {
 
   it("refuses a short cluster key with an operating error", () => {
     expect(() => new MacKey(Buffer.alloc(8))).toThrow(TandemError);
+  });
+});
+
+// Version 2 is the only wire format today, so these tests let a receiver read {2, 3} and seal
+// "version 3" with version 2's layout: what is under test is the machinery (the version byte,
+// the range check, the MAC over the version, the short form's implied version), not a format.
+describe("datagram protocol versions", () => {
+  const V2_V3 = { versionMin: 2, versionMax: 3 };
+
+  function sealedAt(version: number, long: boolean, type: number = DatagramType.DATA): { buf: Uint8Array; len: number } {
+    const h = header(type, long);
+    h.version = version;
+    return sealData(type === DatagramType.DATA ? 40 : 0, long, KEY, h);
+  }
+
+  it("this build reads 2..2 and seals version 2 by default (PROTOCOL_VERSION is the newest)", () => {
+    expect([PROTOCOL_VERSION_MIN, PROTOCOL_VERSION_MAX, PROTOCOL_VERSION]).toEqual([2, 2, 2]);
+    expect(new DatagramHeader().version).toBe(PROTOCOL_VERSION_MIN);
+    expect(sealedAt(2, true).buf[1]).toBe(2);
+  });
+
+  it("a receiver accepts a long form of any version in its range and drops the others as bad-version", () => {
+    const out = new DatagramHeader();
+    for (const v of [2, 3]) {
+      const { buf, len } = sealedAt(v, true);
+      expect(buf[1]).toBe(v);
+      expect(openDatagram(buf, len, KEY, context(V2_V3), out)).toBe(OpenResult.OK);
+      expect(out.version).toBe(v);
+    }
+    for (const v of [1, 4, 255]) {
+      const { buf, len } = sealedAt(v, true);
+      expect(openDatagram(buf, len, KEY, context(V2_V3), out)).toBe(OpenResult.BAD_VERSION);
+    }
+    // A receiver of 2..2 refuses version 3 before it spends a MAC on it.
+    const v3 = sealedAt(3, true);
+    expect(openDatagram(v3.buf, v3.len, KEY, context(), out)).toBe(OpenResult.BAD_VERSION);
+  });
+
+  it("the MAC covers the version: a rewritten version byte or a wrong implied one fails", () => {
+    const out = new DatagramHeader();
+    // Long form: 2 rewritten to 3 (both in range) is a forgery.
+    const long = sealedAt(2, true);
+    const rewritten = long.buf.slice();
+    rewritten[1] = 3;
+    expect(openDatagram(rewritten, long.len, KEY, context(V2_V3), out)).toBe(OpenResult.BAD_MAC);
+    // The tag is the reference SipHash over a pseudo-header that holds the version.
+    const h = header(DatagramType.DATA, false);
+    h.version = 3;
+    const { buf, len } = sealData(64, false, KEY, h);
+    const reference = Array.from(sipHash24(derivedKey(), Buffer.concat([pseudoHeader(h), buf.subarray(0, len - MAC_BYTES)]))).reverse();
+    expect(Array.from(buf.subarray(len - MAC_BYTES, len))).toEqual(reference);
+    // Short form sealed at 3: a receiver of 2..2 cannot verify it under any version it reads.
+    expect(openDatagram(buf, len, KEY, context(), out)).toBe(OpenResult.BAD_MAC);
+  });
+
+  it("a short form verifies under the peer's last version, else under another version of the range", () => {
+    const out = new DatagramHeader();
+    const v3 = sealedAt(3, false);
+    const v2 = sealedAt(2, false);
+    // First guess right.
+    expect(openDatagram(v3.buf, v3.len, KEY, context({ ...V2_V3, peerVersion: 3 }), out)).toBe(OpenResult.OK);
+    expect(out.version).toBe(3);
+    // The peer moved to 3 (or back to 2) since its last datagram here: found in the range.
+    expect(openDatagram(v3.buf, v3.len, KEY, context({ ...V2_V3, peerVersion: 2 }), out)).toBe(OpenResult.OK);
+    expect(out.version).toBe(3);
+    expect(openDatagram(v2.buf, v2.len, KEY, context({ ...V2_V3, peerVersion: 3 }), out)).toBe(OpenResult.OK);
+    expect(out.version).toBe(2);
+    // A first guess outside the range is never tried (a datagram of such a version must fail).
+    expect(openDatagram(v3.buf, v3.len, KEY, context({ peerVersion: 3 }), out)).toBe(OpenResult.BAD_MAC);
+    // Bit flips still fail under every version of the range.
+    fc.assert(
+      fc.property(fc.integer({ min: 0, max: v3.len - 1 }), fc.integer({ min: 0, max: 7 }), (at, bit) => {
+        const copy = v3.buf.slice(0, v3.len);
+        copy[at] ^= 1 << bit;
+        expect(openDatagram(copy, v3.len, KEY, context({ ...V2_V3, peerVersion: 2 }), out)).not.toBe(OpenResult.OK);
+      }),
+      { seed: SEED, numRuns: 300 },
+    );
   });
 });

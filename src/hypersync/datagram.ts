@@ -14,7 +14,8 @@
 //
 //   MAC = SipHash-2-4 (128-bit key, 64-bit tag) over the pseudo-header
 //         | clusterId u32 | version u8, 0, senderId u16 | receiverId u32 | session u32 | peerSession u32 | epoch u32 |
-//         followed by every datagram byte before the tag.
+//         followed by every datagram byte before the tag (so the long form's version byte is
+//         covered twice, and the short form's implied version once).
 //
 // - type|flags: type in bits 0-2 (DATA, ACK, KEEPALIVE, NACK); ACK_NOW 0x08, RETRANSMIT 0x10,
 //   LONG 0x20, FIRST 0x40 (the short form carries `back`).
@@ -25,8 +26,9 @@
 // - A sender uses the short form only when it knows the peer's session and the peer has shown
 //   (by a datagram naming our session) that it knows ours; the receiver then fills the
 //   pseudo-header from its own state. A short datagram from an old session, for another member,
-//   another cluster or another protocol version does not verify: the MAC is the check (counted
-//   as bad-mac). The version travels in the long form, which every channel starts with.
+//   another cluster or of a protocol version outside the receiver's range does not verify: the
+//   MAC is the check (counted as bad-mac). The version travels in the long form, which every
+//   channel starts with (see "Versions" below for the short form).
 // - epoch: the short form carries its low 8 bits; the receiver takes the epoch nearest its own
 //   with those bits (members of one cluster are never 128 epochs apart: a member that far
 //   behind is stale anyway, and a wrong guess fails the MAC).
@@ -35,6 +37,19 @@
 // - back: seq + 1 - firstSeq, where firstSeq is the oldest DATA seq the sender still retransmits;
 //   a receiver waiting for an older one gives up on it (the sender has queued a bulk resync).
 //   The short form carries it only while the peer may be waiting for an abandoned datagram.
+//
+// Versions (protocol-version.ts). The sender seals with its send version (h.version); a
+// receiver accepts any version in its range [ctx.versionMin, ctx.versionMax] and drops a long
+// form outside it as bad-version. The short form carries no version: the receiver tries the
+// version of the peer's last authentic datagram (ctx.peerVersion) first and, only when that
+// MAC fails, each other version of its range. So a peer that changed its send version is
+// understood from its next datagram, whatever order datagrams arrive in; a datagram verifies
+// only under the version it was sealed with (the MAC covers it), never under a version outside
+// the receiver's range. Trying k versions gives a forger k chances instead of one (2^-63 for
+// the two versions of an upgrade) and costs k MACs per forged datagram, on the failure path
+// only; the channel keeps the short form for peers that send the version it sends, so the
+// fallback runs only while a group changes version. A future format whose short header
+// differs must parse the short form per version in the fallback.
 //
 // The MAC. SipHash-2-4 is a keyed pseudo-random function designed as a MAC for short inputs
 // (Aumasson and Bernstein, 2012): 128-bit key, 64-bit tag. A forgery succeeds with probability
@@ -46,8 +61,9 @@
 // JS ~0.5 us for a small datagram and about the same as HMAC for a full one). Replays are not
 // the MAC's job: sequence numbers and sessions (both authenticated) reject them.
 //
-// openDatagram checks, in order: length, form; for the long form the version and the cluster id
-// (cheap, and names a misconfigured neighbour); the MAC (constant-time compare); then the
+// openDatagram checks, in order: length, form; for the long form the version (in the receiver's
+// range) and the cluster id (cheap, and names a misconfigured neighbour); the MAC (constant-time
+// compare; for the short form, under each version of the range if need be); then the
 // authenticated fields (type, member ids, epoch, payload shape). Nothing here throws on wire
 // bytes; every failure is a result code the channel counts.
 
@@ -64,7 +80,8 @@ import {
   DATAGRAM_SHORT_HEADER_FIRST_BYTES,
   MAC_BYTES,
   NACK_RANGES_MAX,
-  PROTOCOL_VERSION,
+  PROTOCOL_VERSION_MIN,
+  PROTOCOL_VERSION_WIRE_MIN,
 } from "./constants.js";
 
 export const DatagramType = {
@@ -135,6 +152,8 @@ export class DatagramHeader {
    * meaningless).
    */
   hasFirstSeq = true;
+  /** Protocol version: the sender's send version (sealDatagram); the version it verified under (openDatagram). */
+  version = PROTOCOL_VERSION_MIN;
   clusterId = 0;
   senderId = 0;
   receiverId = 0;
@@ -164,6 +183,11 @@ export interface OpenContext {
   epoch: number;
   /** Datagrams stamped with an older epoch are stale (a replay or a lagging member). */
   minEpoch: number;
+  /** The versions this member reads (protocol-version.ts): others are dropped (bad-version). */
+  versionMin: number;
+  versionMax: number;
+  /** Version of the peer's last authentic datagram (in range): a short form's first guess. */
+  peerVersion: number;
 }
 
 /** Bytes of the pseudo-header the MAC covers in front of the datagram. */
@@ -190,13 +214,13 @@ export class MacKey {
   }
 
   /**
-   * SipHash-2-4 of pseudo-header(clusterId, senderId, receiverId, session, peerSession, epoch)
-   * followed by buf[start, end); the tag lands in `result`. Allocates nothing.
+   * SipHash-2-4 of pseudo-header(clusterId, version, senderId, receiverId, session, peerSession,
+   * epoch) followed by buf[start, end); the tag lands in `result`. Allocates nothing.
    */
   tag(h: DatagramHeader, buf: Uint8Array, start: number, end: number): void {
     const p = this.pseudo;
     w32(p, 0, h.clusterId);
-    w32(p, 4, ((PROTOCOL_VERSION << 24) | h.senderId) >>> 0);
+    w32(p, 4, ((h.version << 24) | h.senderId) >>> 0);
     w32(p, 8, h.receiverId);
     w32(p, 12, h.session);
     w32(p, 16, h.peerSession);
@@ -379,9 +403,10 @@ export function sealDatagram(buf: Uint8Array, payloadOffset: number, payloadLeng
   const back = (h.seq + 1 - h.firstSeq) >>> 0;
   assert(back <= 0xffff, "firstSeq too far behind seq");
   assert((h.flags & ~KNOWN_FLAGS) === 0, "unknown flags");
+  assert((h.version & 0xff) === h.version && h.version >= PROTOCOL_VERSION_WIRE_MIN, "protocol version is 1..255");
   if (h.long) {
     buf[start] = h.type | h.flags | FLAG_LONG;
-    buf[start + 1] = PROTOCOL_VERSION;
+    buf[start + 1] = h.version;
     w32(buf, start + 2, h.epoch);
     w32(buf, start + 6, h.seq);
     w32(buf, start + 10, h.ack);
@@ -425,8 +450,10 @@ export function openDatagram(buf: Uint8Array, len: number, key: MacKey, ctx: Ope
   let ack: number;
   let back = 0;
   if (long) {
-    if (buf[1] !== PROTOCOL_VERSION) return OpenResult.BAD_VERSION;
+    const version = buf[1]!;
+    if (version < ctx.versionMin || version > ctx.versionMax) return OpenResult.BAD_VERSION;
     if (r32(buf, 16) !== ctx.clusterId >>> 0) return OpenResult.WRONG_CLUSTER;
+    out.version = version;
     out.epoch = r32(buf, 2);
     seq = r32(buf, 6);
     ack = r32(buf, 10);
@@ -448,12 +475,23 @@ export function openDatagram(buf: Uint8Array, len: number, key: MacKey, ctx: Ope
     out.receiverId = ctx.localId;
     out.session = ctx.peerSession;
     out.peerSession = ctx.localSession;
+    // Never a first guess outside the range: a datagram must not verify under such a version.
+    out.version = ctx.peerVersion >= ctx.versionMin && ctx.peerVersion <= ctx.versionMax ? ctx.peerVersion : ctx.versionMin;
   }
   const macOffset = len - MAC_BYTES;
-  key.tag(out, buf, 0, macOffset);
-  // Constant-time: both words compared in full whatever the first one says.
-  const diff = ((r32(buf, macOffset) ^ key.result[0]!) | (r32(buf, macOffset + 4) ^ key.result[1]!)) >>> 0;
-  if (diff !== 0) return OpenResult.BAD_MAC;
+  if (!macMatches(buf, macOffset, key, out)) {
+    // The short form's version is implied: the peer may have changed its send version since
+    // its last datagram here. Each other version of our range (bounded by the range's width).
+    if (long) return OpenResult.BAD_MAC;
+    const tried = out.version;
+    let verified = false;
+    for (let v = ctx.versionMin; v <= ctx.versionMax && !verified; v++) {
+      if (v === tried) continue;
+      out.version = v;
+      verified = macMatches(buf, macOffset, key, out);
+    }
+    if (!verified) return OpenResult.BAD_MAC;
+  }
   // Authenticated from here on.
   const type = typeByte & TYPE_MASK;
   if (type < DatagramType.DATA || type > DatagramType.NACK) return OpenResult.BAD_TYPE;
@@ -485,6 +523,13 @@ export function openDatagram(buf: Uint8Array, len: number, key: MacKey, ctx: Ope
   }
   if (out.session === 0) return OpenResult.MALFORMED;
   return OpenResult.OK;
+}
+
+/** Computes the tag of buf[0, macOffset) under header `h` and compares it with the one at macOffset. */
+function macMatches(buf: Uint8Array, macOffset: number, key: MacKey, h: DatagramHeader): boolean {
+  key.tag(h, buf, 0, macOffset);
+  // Constant-time: both words compared in full whatever the first one says.
+  return ((r32(buf, macOffset) ^ key.result[0]!) | (r32(buf, macOffset + 4) ^ key.result[1]!)) >>> 0 === 0;
 }
 
 /** Writes NACK range i (first..last inclusive) into a NACK payload starting at payloadOffset. */

@@ -256,10 +256,16 @@ describe("autoscaler: spares and priority", () => {
   });
 
   it("a stated priority beats the overload ratio; equal everything falls to the group name", () => {
-    expect(contest("ba", { priority: 1 }).first.alpha!.action?.appliance).toBe("last");
+    expect(contest("ba", { rules: rules({ cooldownMs: 10_000, priority: 1 }) }).first.alpha!.action?.appliance).toBe("last");
     const tie = contest("ba", {}, 90, 90);
     expect(tie.first.alpha!.action?.appliance).toBe("last");
     expect(tie.first.beta!.action).toBeNull();
+  });
+
+  it("priority comes from the stored rules: a negative one yields even to a milder overload", () => {
+    const low = contest("ab", { rules: rules({ cooldownMs: 10_000, priority: -5 }) }, 99, 76);
+    expect(low.first.beta!.action?.appliance).toBe("last");
+    expect(low.first.alpha!.why).toBe("mean CPU 99% > 75% for 1 s, but spare last went to beta first (priority); waiting for a spare");
   });
 
   it("a spare of another model is used only with allowMixedModels; another version never", () => {
@@ -347,5 +353,52 @@ describe("autoscaler: no flapping (property)", () => {
       }
     });
     fc.assert(prop, { seed: SEED, numRuns: 150 });
+  });
+});
+
+describe("autoscaler: status (last evaluation, last action, window)", () => {
+  const g = (members: string[]): AutoscaleGroupInput => ({ name: "g", rules: rules({ cooldownMs: 20_000 }), allowMixedModels: false, model: "x", version: "1", members, busy: false });
+
+  it("is null before the first evaluation, then keeps the window each evaluation judged", () => {
+    const a = new Autoscaler();
+    expect(a.statusOf("g")).toBeNull();
+    a.evaluate(0, [g(["a", "b"])], []);
+    const first = a.statusOf("g")!;
+    expect(first.lastEvaluation).toEqual({ atMs: 0, action: null, why: "measuring: 2 s until a full window of 2 s" });
+    expect(first.lastAction).toBeNull();
+    expect(first.window).toEqual({ startMs: 0, lengthMs: 2000, samples: 0, members: 2, membersReporting: 0, cpuPct: null, packetsPerSec: null, connectionsPerMember: null, syncLagMsMax: null });
+    // A partial window has figures too.
+    for (const t of [500, 1000]) a.record("a", sample(t, 80, { connections: 10, syncLagMs: 4 }));
+    a.record("b", sample(700, 40, { connections: 30 }));
+    a.evaluate(1000, [g(["a", "b"])], []);
+    expect(a.statusOf("g")!.window).toMatchObject({ startMs: 0, samples: 3, membersReporting: 2, cpuPct: 60 });
+    // a: 4 samples at 80%; b: 40% then 60%. Each member counts once: (80 + 50) / 2.
+    for (const t of [1500, 2000]) a.record("a", sample(t, 80, { connections: 10, syncLagMs: 4 }));
+    a.record("b", sample(1800, 60, { connections: 30, syncLagMs: 9 }));
+    a.evaluate(2000, [g(["a", "b"])], [spare("s", "x", "1")]);
+    const s = a.statusOf("g")!;
+    expect(s.lastEvaluation).toEqual({ atMs: 2000, action: null, why: "mean CPU 65% within 30%..75% for 2 s, 20 connections per member" });
+    expect(s.window).toEqual({ startMs: 0, lengthMs: 2000, samples: 6, members: 2, membersReporting: 2, cpuPct: 65, packetsPerSec: 65_000, connectionsPerMember: 20, syncLagMsMax: 4.5 });
+    expect(s.lastAction).toBeNull();
+  });
+
+  it("keeps the last action beside later evaluations, and the window the action rested on", () => {
+    const a = new Autoscaler();
+    a.evaluate(0, [g(["a", "b"])], []);
+    for (let t = 0; t <= 2000; t += 250) for (const m of ["a", "b"]) a.record(m, sample(t, 90));
+    const [d] = a.evaluate(2000, [g(["a", "b"])], [spare("s", "x", "1")]);
+    const added = { kind: "add", group: "g", appliance: "s", reason: "mean CPU 90% > 75% for 2 s" };
+    expect(d!.action).toEqual(added);
+    expect(a.statusOf("g")).toEqual({ lastEvaluation: { atMs: 2000, action: added, why: added.reason }, lastAction: { ...added, atMs: 2000 }, window: expect.objectContaining({ startMs: 0, samples: 18, cpuPct: 90 }) });
+    a.record("s", sample(3000, 10));
+    a.evaluate(3000, [g(["a", "b", "s"])], []);
+    const later = a.statusOf("g")!;
+    expect(later.lastEvaluation.why).toBe("cooling down: 19 s left");
+    expect(later.lastAction).toEqual({ ...added, atMs: 2000 });
+    // The window restarted with the new membership.
+    expect(later.window).toMatchObject({ startMs: 3000, members: 3, membersReporting: 1, samples: 1 });
+    // A copy: the caller cannot change the autoscaler's state through it.
+    later.window.samples = 99;
+    expect(a.statusOf("g")!.window.samples).toBe(1);
   });
 });

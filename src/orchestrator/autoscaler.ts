@@ -6,6 +6,8 @@
 //
 //   record(member, sample)  many times (each heartbeat: cpuPct, packetsPerSec, connections, syncLagMs)
 //   evaluate(nowMs, groups, pool) -> one decision per group: { action: add | remove | null, why }
+//   statusOf(group)          -> the last evaluation, the last action and the window it judged
+//                              (what `tandem sg autoscale show`, the API and the UI display)
 //
 // The rule, per group (AutoscaleRules, defaults in model.ts AUTOSCALE_DEFAULTS):
 // - Signals are judged over a WINDOW of windowMs (windowMsOf: cooldownMs / 10, clamped to
@@ -35,7 +37,8 @@
 //
 // PRIORITY between groups competing for spares (the last one, typically): adds are served in
 // this order, each taking its spare before the next group looks at the pool:
-//   1. the higher `priority` (an operator's stated preference; default 0),
+//   1. the higher `rules.priority` (an operator's stated preference, stored with the group's
+//      rules; default 0),
 //   2. a group below minMembers before a group that is only loaded,
 //   3. the larger overload ratio (max of mean CPU / cpuHighPct and connections / high mark),
 //   4. the group name (lexicographic), so the outcome is deterministic.
@@ -99,8 +102,6 @@ export interface AutoscaleGroupInput {
   members: readonly string[];
   /** A transition runs, changes are pending, or a rolling upgrade is on: hands off. */
   busy: boolean;
-  /** Stated priority for spares (higher first; default 0). */
-  priority?: number;
 }
 
 export type AutoscaleAction =
@@ -126,6 +127,38 @@ export interface GroupLoad {
   leastLoadedCpuPct: number;
 }
 
+/**
+ * A group's window as its last evaluation saw it: [startMs, atMs], the means so far (a partial
+ * window has figures too, they just decide nothing). Means are null when no member reported.
+ */
+export interface AutoscaleWindow {
+  /** The later of (evaluation time - lengthMs) and the time the group last changed or acted. */
+  startMs: number;
+  /** The full window (windowMsOf the rules, or the autoscaler's override). */
+  lengthMs: number;
+  /** Load reports in it, all serving members together. */
+  samples: number;
+  /** Serving members, and how many of them reported in the window. */
+  members: number;
+  membersReporting: number;
+  /** Means over the reporting members, each member's figure being the mean of its samples. */
+  cpuPct: number | null;
+  packetsPerSec: number | null;
+  connectionsPerMember: number | null;
+  /** The highest of the members' mean sync lags (what the removal guard compares). */
+  syncLagMsMax: number | null;
+}
+
+/** What statusOf() answers: the group's last evaluation, its last action, its window. */
+export interface AutoscaleGroupStatus {
+  /** The last evaluation: when, its action (null: none) and why. */
+  lastEvaluation: { atMs: number; action: AutoscaleAction | null; why: string };
+  /** The last action this autoscaler took for the group (null: none since it started). */
+  lastAction: (AutoscaleAction & { atMs: number }) | null;
+  /** The window the last evaluation judged (or was filling). */
+  window: AutoscaleWindow;
+}
+
 export interface AutoscalerOptions {
   /** Override the window (default windowMsOf(rules) per group): simulations use short ones. */
   windowMs?: number;
@@ -134,6 +167,10 @@ export interface AutoscalerOptions {
 interface GroupState {
   /** Time of the last action, null before the first. */
   lastActionMs: number | null;
+  lastAction: (AutoscaleAction & { atMs: number }) | null;
+  /** Set by every evaluate() that was given the group. */
+  lastEvaluation: AutoscaleGroupStatus["lastEvaluation"] | null;
+  window: AutoscaleWindow | null;
   /** Since when the group has had the same members and been idle (the window may start here). */
   settledSinceMs: number;
   membersKey: string;
@@ -156,6 +193,16 @@ type Judgement =
 
 function none(why: string): Judgement {
   return { kind: "none", why };
+}
+
+/** A member's means over a window (n samples, the first at firstMs). */
+interface MemberMeans {
+  n: number;
+  firstMs: number;
+  cpu: number;
+  pps: number;
+  connections: number;
+  lag: number;
 }
 
 /** Sample buffer of one member: samples[head..] are live, in time order. */
@@ -202,6 +249,13 @@ export class Autoscaler {
     return this.groups.get(group)?.lastActionMs ?? null;
   }
 
+  /** The group's last evaluation, last action and window; null before its first evaluation. */
+  statusOf(group: string): AutoscaleGroupStatus | null {
+    const state = this.groups.get(group);
+    if (state === undefined || state.lastEvaluation === null || state.window === null) return null;
+    return { lastEvaluation: { ...state.lastEvaluation }, lastAction: state.lastAction === null ? null : { ...state.lastAction }, window: { ...state.window } };
+  }
+
   /** Drops a group's state (deleted). Its members' samples go at the next evaluate(). */
   forget(group: string): void {
     this.groups.delete(group);
@@ -226,6 +280,9 @@ export class Autoscaler {
     const wishes: AddWish[] = [];
     groups.forEach((g, index) => {
       const j = this.judge(g, nowMs);
+      // The window as judged (before an action below restarts it), for statusOf().
+      const state = this.groups.get(g.name)!;
+      state.window = this.windowFigures(g, Math.max(nowMs - this.windowMs(g.rules), state.settledSinceMs), nowMs);
       const d = decisions[index]!;
       if (j.kind === "none") d.why = j.why;
       else if (j.kind === "remove") d.action = { kind: "remove", group: g.name, appliance: j.appliance, reason: j.reason };
@@ -252,11 +309,14 @@ export class Autoscaler {
     }
 
     for (const d of decisions) {
-      if (d.action === null) continue;
-      d.why = d.action.reason;
       const state = this.groups.get(d.group)!;
-      state.lastActionMs = nowMs;
-      state.settledSinceMs = nowMs;
+      if (d.action !== null) {
+        d.why = d.action.reason;
+        state.lastActionMs = nowMs;
+        state.lastAction = { ...d.action, atMs: nowMs };
+        state.settledSinceMs = nowMs;
+      }
+      state.lastEvaluation = { atMs: nowMs, action: d.action === null ? null : { ...d.action }, why: d.why };
     }
     return decisions;
   }
@@ -319,7 +379,7 @@ export class Autoscaler {
     const key = [...g.members].sort(compareIds).join("\u0000");
     let state = this.groups.get(g.name);
     if (state === undefined) {
-      state = { lastActionMs: null, settledSinceMs: nowMs, membersKey: key };
+      state = { lastActionMs: null, lastAction: null, lastEvaluation: null, window: null, settledSinceMs: nowMs, membersKey: key };
       this.groups.set(g.name, state);
     } else if (state.membersKey !== key) {
       state.membersKey = key;
@@ -347,6 +407,62 @@ export class Autoscaler {
     }
   }
 
+  /** One member's means over its samples from fromMs on (n = 0: none). */
+  private memberMeans(id: string, fromMs: number): MemberMeans {
+    const b = this.buffers.get(id);
+    const m: MemberMeans = { n: 0, firstMs: Infinity, cpu: 0, pps: 0, connections: 0, lag: 0 };
+    if (b === undefined) return m;
+    for (let i = b.head; i < b.samples.length; i++) {
+      const s = b.samples[i]!;
+      if (s.atMs < fromMs) continue;
+      if (m.n === 0) m.firstMs = s.atMs;
+      m.n++;
+      m.cpu += s.cpuPct;
+      m.pps += s.packetsPerSec;
+      m.connections += s.connections;
+      m.lag += s.syncLagMs;
+    }
+    if (m.n > 0) {
+      m.cpu /= m.n;
+      m.pps /= m.n;
+      m.connections /= m.n;
+      m.lag /= m.n;
+    }
+    return m;
+  }
+
+  /** Figures of [startMs, nowMs] over the members that reported, complete or not (statusOf). */
+  private windowFigures(g: AutoscaleGroupInput, startMs: number, nowMs: number): AutoscaleWindow {
+    let samples = 0;
+    let reporting = 0;
+    let cpuSum = 0;
+    let ppsSum = 0;
+    let connectionsSum = 0;
+    let syncLagMsMax = 0;
+    for (const id of g.members) {
+      const m = this.memberMeans(id, startMs);
+      if (m.n === 0 || m.firstMs > nowMs) continue;
+      samples += m.n;
+      reporting++;
+      cpuSum += m.cpu;
+      ppsSum += m.pps;
+      connectionsSum += m.connections;
+      syncLagMsMax = Math.max(syncLagMsMax, m.lag);
+    }
+    const mean = (sum: number): number | null => (reporting === 0 ? null : sum / reporting);
+    return {
+      startMs,
+      lengthMs: this.windowMs(g.rules),
+      samples,
+      members: g.members.length,
+      membersReporting: reporting,
+      cpuPct: mean(cpuSum),
+      packetsPerSec: mean(ppsSum),
+      connectionsPerMember: mean(connectionsSum),
+      syncLagMsMax: reporting === 0 ? null : syncLagMsMax,
+    };
+  }
+
   /** The group's means over [fromMs, fromMs + windowMs], or why they cannot be known. */
   private loadOf(g: AutoscaleGroupInput, fromMs: number, windowMs: number): GroupLoad | string {
     let cpuSum = 0;
@@ -355,33 +471,12 @@ export class Autoscaler {
     let syncLagMsMax = 0;
     let least: { id: string; cpu: number; pps: number; connections: number } | null = null;
     for (const id of [...g.members].sort(compareIds)) {
-      const b = this.buffers.get(id);
-      let n = 0;
-      let cpu = 0;
-      let pps = 0;
-      let connections = 0;
-      let lag = 0;
-      let firstMs = Infinity;
-      if (b !== undefined) {
-        for (let i = b.head; i < b.samples.length; i++) {
-          const s = b.samples[i]!;
-          if (s.atMs < fromMs) continue;
-          if (n === 0) firstMs = s.atMs;
-          n++;
-          cpu += s.cpuPct;
-          pps += s.packetsPerSec;
-          connections += s.connections;
-          lag += s.syncLagMs;
-        }
-      }
+      const { n, firstMs, cpu, pps, connections, lag } = this.memberMeans(id, fromMs);
       if (n === 0 || firstMs > fromMs + windowMs / 2) return `incomplete window: ${id} reported no load in the first ${seconds(windowMs / 2)} s of the window`;
-      cpu /= n;
-      pps /= n;
-      connections /= n;
       cpuSum += cpu;
       ppsSum += pps;
       connectionsSum += connections;
-      syncLagMsMax = Math.max(syncLagMsMax, lag / n);
+      syncLagMsMax = Math.max(syncLagMsMax, lag);
       const lighter =
         least === null || cpu < least.cpu || (cpu === least.cpu && (pps < least.pps || (pps === least.pps && connections < least.connections)));
       if (lighter) least = { id, cpu, pps, connections };
@@ -403,8 +498,8 @@ const NOTHING_CLAIMED: ReadonlyMap<string, string> = new Map();
 
 /** Serving order of add wishes (the file header's priority rule). */
 function comparePriority(a: AddWish, b: AddWish): number {
-  const pa = a.group.priority ?? 0;
-  const pb = b.group.priority ?? 0;
+  const pa = a.group.rules.priority;
+  const pb = b.group.rules.priority;
   if (pa !== pb) return pb - pa;
   if (a.belowMin !== b.belowMin) return a.belowMin ? -1 : 1;
   if (a.ratio !== b.ratio) return b.ratio > a.ratio ? 1 : -1;

@@ -43,7 +43,10 @@ import {
   resolveAutoscale,
   resolveInterfaces,
   resolveRoutes,
+  UPGRADE_STEPS,
+  upgradeGoalOf,
   weightOf,
+  weightsSourceAfter,
   WATCHED_STATES,
   type Appliance,
   type AssignedState,
@@ -54,6 +57,9 @@ import {
   type SgInterface,
   type TransitionKind,
   type TransitionRecord,
+  type UpgradeState,
+  type UpgradeStep,
+  type WeightsSource,
 } from "./model.js";
 import {
   awaitedPhaseOf,
@@ -122,12 +128,17 @@ export const OPERATOR_COMMANDS = [
   "sg.unassign",
   "sg.drain",
   "sg.weight",
+  "sg.weights.auto",
   "sg.upgrade.start",
   "sg.upgrade.finish",
+  "sg.upgrade.pause",
+  "sg.upgrade.resume",
+  "sg.upgrade.rollback",
+  "sg.upgrade.abort",
   "changes.apply",
   "changes.discard",
 ] as const;
-export const SYSTEM_COMMANDS = ["health.tick"] as const;
+export const SYSTEM_COMMANDS = ["health.tick", "upgrade.step", "weights.measured"] as const;
 export type OperatorCommand = (typeof OPERATOR_COMMANDS)[number];
 export type CommandName = OperatorCommand | (typeof SYSTEM_COMMANDS)[number];
 
@@ -477,6 +488,7 @@ function sgCreate(d: Draft, input: unknown, env: CommandEnv): unknown {
     policy,
     policyRevision: 1,
     weights: {},
+    weightsSource: "cores",
     autoscale,
     allowMixedModels,
     upgrade: null,
@@ -559,9 +571,88 @@ function upgradeStart(d: Draft, input: unknown): unknown {
   const versions = new Set(membersOfGroup(d.model, g.name).map((m) => d.appliance(m.appliance)!.version));
   const fromVersion = versions.size === 0 ? targetVersion : [...versions][0]!;
   if (fromVersion === targetVersion && versions.size > 0) throw invalid("targetVersion", `security group ${g.name} already runs ${targetVersion}`);
-  d.putGroup({ ...g, upgrade: { fromVersion, targetVersion, startedAt: d.ctx.nowIso } });
+  d.putGroup({ ...g, upgrade: { fromVersion, targetVersion, startedAt: d.ctx.nowIso, direction: "forward", paused: false, reason: null, current: null } });
   d.event("upgrade.started", `security group ${g.name}: rolling upgrade ${fromVersion} -> ${targetVersion}`, { group: g.name });
   return { group: g.name, fromVersion, targetVersion };
+}
+
+function requireUpgrade(d: Draft, input: unknown, extra: readonly string[] = []): { g: SecurityGroup; u: UpgradeState; o: Record<string, unknown> } {
+  const o = fields(input, ["group", ...extra]);
+  const g = requireGroup(d, checkName(o.group, "group"));
+  if (g.upgrade === null) throw new TandemError(ErrorCode.INVALID_STATE, `security group ${g.name} is not upgrading`, { group: g.name });
+  return { g, u: g.upgrade, o };
+}
+
+function upgradePause(d: Draft, input: unknown): unknown {
+  const { g, u } = requireUpgrade(d, input);
+  if (u.paused) return { group: g.name, paused: true, reason: u.reason };
+  const reason = `paused by ${d.ctx.actor}`;
+  d.putGroup({ ...g, upgrade: { ...u, paused: true, reason } });
+  d.event("upgrade.paused", `security group ${g.name}: upgrade to ${upgradeGoalOf(u)} ${reason}${u.current === null ? "" : ` (${u.current.appliance} at ${u.current.step})`}`, { group: g.name });
+  return { group: g.name, paused: true, reason };
+}
+
+function upgradeResume(d: Draft, input: unknown): unknown {
+  const { g, u } = requireUpgrade(d, input);
+  if (!u.paused) return { group: g.name, paused: false };
+  // The step that failed starts again with a fresh deadline.
+  const current = u.current === null ? null : { ...u.current, since: d.ctx.nowIso };
+  d.putGroup({ ...g, upgrade: { ...u, paused: false, reason: null, current } });
+  d.event("upgrade.resumed", `security group ${g.name}: upgrade to ${upgradeGoalOf(u)} resumed by ${d.ctx.actor}`, { group: g.name });
+  return { group: g.name, paused: false };
+}
+
+function upgradeRollback(d: Draft, input: unknown): unknown {
+  const { g, u } = requireUpgrade(d, input);
+  if (u.direction === "back") throw new TandemError(ErrorCode.INVALID_STATE, `security group ${g.name} is already rolling back to ${u.fromVersion}`, { group: g.name });
+  // The member in its cycle carries on toward the new goal: a restart step now restarts it on
+  // fromVersion (or finds it already there); the others that moved return one at a time.
+  const current = u.current === null ? null : { ...u.current, since: d.ctx.nowIso };
+  d.putGroup({ ...g, upgrade: { ...u, direction: "back", paused: false, reason: null, current } });
+  d.event("upgrade.rollback", `security group ${g.name}: rolling back to ${u.fromVersion} (requested by ${d.ctx.actor})`, { group: g.name });
+  return { group: g.name, direction: "back", goal: u.fromVersion };
+}
+
+/** Ends an upgrade where it stands; only when every member runs one version (else: roll back or resume). */
+function upgradeAbort(d: Draft, input: unknown): unknown {
+  const { g, u } = requireUpgrade(d, input);
+  const versions = [...new Set(membersOfGroup(d.model, g.name).map((m) => d.appliance(m.appliance)!.version))];
+  if (versions.length > 1) {
+    throw new TandemError(
+      ErrorCode.VERSION_MISMATCH,
+      `security group ${g.name}: members run ${versions.join(" and ")}; an upgrade can be aborted only when all run one version (roll back with --rollback, or resume)`,
+      { group: g.name, versions },
+    );
+  }
+  d.putGroup({ ...g, upgrade: null });
+  const left = u.current === null ? "" : `; ${u.current.appliance} stopped at ${u.current.step}`;
+  d.event("upgrade.aborted", `security group ${g.name}: upgrade to ${u.targetVersion} aborted by ${d.ctx.actor}${left}`, { group: g.name });
+  return { group: g.name, version: versions[0] ?? u.fromVersion };
+}
+
+/** System command of the upgrade driver (src/orchestrator/upgrade.ts): move to a step, or pause with a reason. */
+function upgradeStep(d: Draft, input: unknown): unknown {
+  const { g, u, o } = requireUpgrade(d, input, ["current", "pause"]);
+  if (o.pause !== undefined) {
+    if (typeof o.pause !== "string" || o.pause.length === 0 || o.pause.length > 1024) throw invalid("pause", "must be a reason of 1 to 1024 characters");
+    const reason = o.pause;
+    d.putGroup({ ...g, upgrade: { ...u, paused: true, reason } });
+    d.event("upgrade.paused", `security group ${g.name}: upgrade to ${upgradeGoalOf(u)} paused: ${reason}`, { group: g.name });
+    return { group: g.name, paused: true, reason };
+  }
+  let current: UpgradeState["current"] = null;
+  if (o.current !== null) {
+    const c = fields(o.current, ["appliance", "step"]);
+    const appliance = checkName(c.appliance, "current.appliance");
+    if (!(UPGRADE_STEPS as readonly unknown[]).includes(c.step)) throw invalid("current.step", `must be one of ${UPGRADE_STEPS.join(", ")}`);
+    const m = requireMemberOf(d, g, requireAppliance(d, appliance));
+    current = { appliance: m.appliance, step: c.step as UpgradeStep, since: d.ctx.nowIso };
+  }
+  if (u.paused) throw new TandemError(ErrorCode.INVALID_STATE, `security group ${g.name}: the upgrade is paused`, { group: g.name });
+  d.putGroup({ ...g, upgrade: { ...u, current } });
+  if (current !== null && current.step === "drain") d.event("upgrade.member", `security group ${g.name}: upgrading ${current.appliance} to ${upgradeGoalOf(u)}`, { group: g.name, member: current.appliance });
+  if (current === null && u.current !== null) d.event("upgrade.member-done", `security group ${g.name}: ${u.current.appliance} runs ${upgradeGoalOf(u)}, rejoined and verified`, { group: g.name, member: u.current.appliance });
+  return { group: g.name, current };
 }
 
 function upgradeFinish(d: Draft, input: unknown): unknown {
@@ -586,7 +677,8 @@ function upgradeFinish(d: Draft, input: unknown): unknown {
   }
   d.putGroup(settled);
   const version = involved.length > 0 ? involved[0]!.version : g.upgrade.targetVersion;
-  d.event("upgrade.finished", `security group ${g.name}: every member runs ${version}`, { group: g.name });
+  if (version === g.upgrade.targetVersion) d.event("upgrade.finished", `security group ${g.name}: every member runs ${version}`, { group: g.name });
+  else d.event("upgrade.rolled-back", `security group ${g.name}: upgrade to ${g.upgrade.targetVersion} rolled back; every member runs ${version}`, { group: g.name });
   return { group: g.name, version };
 }
 
@@ -667,13 +759,13 @@ function sgAssign(d: Draft, input: unknown): unknown {
   }
   const problem = consistencyProblem(g, prospectiveAppliances(d.model, g, a));
   if (problem !== null) throw problem;
-  return stage(d, { appliance: a.id, group: g.name, kind: "assign", weight, stagedBy: d.ctx.actor, stagedAt: d.ctx.nowIso });
+  return stage(d, { appliance: a.id, group: g.name, kind: "assign", weight, weightsSource: weight === null ? null : "operator", stagedBy: d.ctx.actor, stagedAt: d.ctx.nowIso });
 }
 
 function sgUnassign(d: Draft, input: unknown): unknown {
   const { g, a } = stageCommon(d, input, []);
   requireMemberOf(d, g, a);
-  return stage(d, { appliance: a.id, group: g.name, kind: "unassign", weight: null, stagedBy: d.ctx.actor, stagedAt: d.ctx.nowIso });
+  return stage(d, { appliance: a.id, group: g.name, kind: "unassign", weight: null, weightsSource: null, stagedBy: d.ctx.actor, stagedAt: d.ctx.nowIso });
 }
 
 function sgDrain(d: Draft, input: unknown): unknown {
@@ -682,14 +774,81 @@ function sgDrain(d: Draft, input: unknown): unknown {
   if (m.state !== "UP") {
     throw new TandemError(ErrorCode.INVALID_STATE, `appliance ${a.id} is ${m.state}; only an UP member can be drained`, { appliance: a.id, group: g.name, state: m.state });
   }
-  return stage(d, { appliance: a.id, group: g.name, kind: "drain", weight: null, stagedBy: d.ctx.actor, stagedAt: d.ctx.nowIso });
+  return stage(d, { appliance: a.id, group: g.name, kind: "drain", weight: null, weightsSource: null, stagedBy: d.ctx.actor, stagedAt: d.ctx.nowIso });
 }
 
 function sgWeight(d: Draft, input: unknown): unknown {
   const { g, a, o } = stageCommon(d, input, ["weight"]);
   const weight = checkWeight(o.weight, "weight");
   requireMemberOf(d, g, a);
-  return stage(d, { appliance: a.id, group: g.name, kind: "weight", weight, stagedBy: d.ctx.actor, stagedAt: d.ctx.nowIso });
+  return stage(d, { appliance: a.id, group: g.name, kind: "weight", weight, weightsSource: "operator", stagedBy: d.ctx.actor, stagedAt: d.ctx.nowIso });
+}
+
+/** Stages one member's weight for the group-wide commands below (the checks of stageCommon and sg.weight). */
+function stageWeight(d: Draft, g: SecurityGroup, a: Appliance, weight: number, source: WeightsSource): void {
+  const pending = d.change(a.id);
+  if (pending !== undefined) {
+    throw new TandemError(ErrorCode.CHANGE_PENDING, `appliance ${a.id} already has a pending ${pending.kind} in security group ${pending.group}; apply or discard it first`, {
+      appliance: a.id,
+      group: pending.group,
+      kind: pending.kind,
+    });
+  }
+  if (d.model.changes.size >= ORCHESTRATOR_LIMITS.pendingChangesMax) {
+    throw new TandemError(ErrorCode.LIMIT_EXCEEDED, `at most ${ORCHESTRATOR_LIMITS.pendingChangesMax} pending changes`);
+  }
+  requireMemberOf(d, g, a);
+  d.putChange({ appliance: a.id, group: g.name, kind: "weight", weight, weightsSource: source, stagedBy: d.ctx.actor, stagedAt: d.ctx.nowIso });
+}
+
+/**
+ * The operator's way back to automatic weights: every override is staged back to the member's
+ * cores (applied like any weight change) and, once applied, the group's weights are "cores"
+ * again, so capacity-weights.ts may weigh them. With no override to clear, at once.
+ */
+function sgWeightsAuto(d: Draft, input: unknown): unknown {
+  const o = fields(input, ["group"]);
+  const g = requireGroup(d, checkName(o.group, "group"));
+  const overridden = Object.keys(g.weights)
+    .filter((id) => d.member(id)?.group === g.name)
+    .sort();
+  for (const id of overridden) stageWeight(d, g, requireAppliance(d, id), d.appliance(id)!.cores, "cores");
+  if (overridden.length === 0 && g.weightsSource !== "cores") {
+    d.putGroup({ ...g, weightsSource: "cores" });
+    d.event("weights.auto", `security group ${g.name}: weights are automatic again (cores; measured capacity when models differ), set by ${d.ctx.actor}`, { group: g.name });
+  }
+  return { group: g.name, staged: overridden.length, pending: changesOfGroup(d.model, g.name).length, weightsSource: d.group(g.name)!.weightsSource };
+}
+
+/**
+ * System command of the capacity weigher (capacity-weights.ts): stages the members' weights
+ * from measured capacity, with the reason. Refused on a group whose weights the operator set,
+ * and on a busy group (a transition, pending changes, a rolling upgrade): the weigher checked
+ * both, and this re-checks them in the queue's order, after any operator command before it.
+ */
+function weightsMeasured(d: Draft, input: unknown): unknown {
+  const o = fields(input, ["group", "weights", "reason"]);
+  const g = requireGroup(d, checkName(o.group, "group"));
+  if (typeof o.reason !== "string" || o.reason.length === 0 || o.reason.length > 1024) throw invalid("reason", "must be a reason of 1 to 1024 characters");
+  if (typeof o.weights !== "object" || o.weights === null || Array.isArray(o.weights)) throw invalid("weights", "must be an object of appliance -> weight");
+  const entries = Object.entries(o.weights as Record<string, unknown>).sort((x, y) => (x[0] < y[0] ? -1 : x[0] > y[0] ? 1 : 0));
+  if (entries.length === 0 || entries.length > MEMBER_COUNT_MAX) throw invalid("weights", `must name 1 to ${MEMBER_COUNT_MAX} members`);
+  if (g.weightsSource === "operator") {
+    throw new TandemError(ErrorCode.INVALID_STATE, `security group ${g.name}: the operator set its weights; automatic weights resume after tandem sg weight ${g.name} --auto`, { group: g.name });
+  }
+  requireIdle(g, "stage measured weights");
+  if (g.upgrade !== null) throw new TandemError(ErrorCode.INVALID_STATE, `security group ${g.name} is upgrading: weights wait for the upgrade to finish`, { group: g.name });
+  const pending = changesOfGroup(d.model, g.name).length;
+  if (pending > 0) throw new TandemError(ErrorCode.CHANGE_PENDING, `security group ${g.name} has ${pending} pending changes; measured weights wait for them`, { group: g.name });
+  for (const [id, w] of entries) {
+    const a = requireAppliance(d, checkName(id, "weights"));
+    stageWeight(d, g, a, checkInteger(w, `weights.${id}`, 1, ORCHESTRATOR_LIMITS.weightMax), "measured");
+  }
+  d.event("weights.measured", `security group ${g.name}: weights from measured capacity staged (${o.reason})`, {
+    group: g.name,
+    data: { weights: Object.fromEntries(entries), reason: o.reason },
+  });
+  return { group: g.name, staged: entries.length, pending: changesOfGroup(d.model, g.name).length };
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -708,6 +867,8 @@ export interface ApplyPlan {
   /** Unassigned members that are not in the table (DETACHED, DOWN): removed at once. */
   removeNow: string[];
   weightsAfter: Record<string, number>;
+  /** The group's weightsSource once applied (weightsSourceAfter of the changes). */
+  weightsSourceAfter: WeightsSource;
 }
 
 /** Computes (and checks) the effect of applying `groupName`'s pending changes. Throws TandemError. */
@@ -752,7 +913,9 @@ export function planApply(model: ControlModel, groupName: string): ApplyPlan {
         break;
       case "weight":
         if (m === undefined || m.group !== groupName) throw stateError(c, "it is not a member");
-        weightsAfter[a.id] = c.weight!;
+        // Back to cores clears the override (c.weight is the cores it was staged with).
+        if (c.weightsSource === "cores") delete weightsAfter[a.id];
+        else weightsAfter[a.id] = c.weight!;
         break;
     }
   }
@@ -781,7 +944,7 @@ export function planApply(model: ControlModel, groupName: string): ApplyPlan {
   ].map((id) => model.appliances.get(id)!);
   const problem = consistencyProblem(g, during);
   if (problem !== null) throw problem;
-  return { group: g, changes, from, target, joining, leaving, removeNow, weightsAfter };
+  return { group: g, changes, from, target, joining, leaving, removeNow, weightsAfter, weightsSourceAfter: weightsSourceAfter(g.weightsSource, changes) };
 }
 
 function sameWeights(a: readonly MemberWeight[], b: readonly MemberWeight[]): boolean {
@@ -845,7 +1008,14 @@ function completeTransition(d: Draft, g: SecurityGroup, why: string): SecurityGr
   const record = g.transition;
   assert(record !== null, "complete needs a transition");
   const plan = planOf(g);
-  const next: SecurityGroup = { ...g, transition: null, epoch: plan.final.epoch, tableMembers: record.target, weights: record.weightsAfter };
+  const next: SecurityGroup = {
+    ...g,
+    transition: null,
+    epoch: plan.final.epoch,
+    tableMembers: record.target,
+    weights: record.weightsAfter,
+    weightsSource: weightsSourceAfter(g.weightsSource, record.consumed),
+  };
   assert(next.epoch > g.epoch, "the final table has a newer epoch than the one routing during the fills");
   d.putGroup(next);
   for (const j of record.joining) if (d.member(j.appliance)?.state === "JOINING") d.setMember(j.appliance, g.name, "UP", `${record.kind} #${record.seq} done`);
@@ -903,7 +1073,7 @@ function changesApply(d: Draft, input: unknown): unknown {
   for (const c of p.changes) d.deleteChange(c.appliance);
   for (const id of p.removeNow) d.removeMember(id, "unassigned");
   const settle = (extra: Partial<SecurityGroup>): void => {
-    g = { ...g, weights: p.weightsAfter, ...extra };
+    g = { ...g, weights: p.weightsAfter, weightsSource: p.weightsSourceAfter, ...extra };
     d.putGroup(g);
   };
   let transition: { kind: TransitionKind; seq: number } | null = null;
@@ -1197,8 +1367,15 @@ const HANDLERS: Record<CommandName, Handler> = {
   "sg.unassign": sgUnassign,
   "sg.drain": sgDrain,
   "sg.weight": sgWeight,
+  "sg.weights.auto": sgWeightsAuto,
+  "weights.measured": weightsMeasured,
   "sg.upgrade.start": upgradeStart,
   "sg.upgrade.finish": upgradeFinish,
+  "sg.upgrade.pause": upgradePause,
+  "sg.upgrade.resume": upgradeResume,
+  "sg.upgrade.rollback": upgradeRollback,
+  "sg.upgrade.abort": upgradeAbort,
+  "upgrade.step": upgradeStep,
   "changes.apply": changesApply,
   "changes.discard": changesDiscard,
   "health.tick": healthTick,

@@ -17,6 +17,8 @@ import {
   resolveAutoscale,
   resolveInterfaces,
   resolveRoutes,
+  UPGRADE_STEPS,
+  WEIGHTS_SOURCES,
   type Appliance,
   type AssignedState,
   type ChangeKind,
@@ -27,6 +29,9 @@ import {
   type TableRecord,
   type TransitionKind,
   type TransitionRecord,
+  type UpgradeState,
+  type UpgradeStep,
+  type WeightsSource,
 } from "./model.js";
 
 /** The collections the control plane owns, in the order restore reads them. */
@@ -181,14 +186,27 @@ function applianceFrom(doc: Record<string, unknown>): Appliance {
 const CHANGE_KINDS: readonly ChangeKind[] = ["assign", "unassign", "drain", "weight"];
 const TRANSITION_KINDS: readonly TransitionKind[] = ["join", "drain", "weights", "failure", "rescue"];
 
+/** A weightsSource field; absent (documents written before it existed): `absent`. */
+function weightsSourceFrom(r: Reader, field: string, absent: WeightsSource | null): WeightsSource | null {
+  const v = r.raw(field);
+  if (v === undefined) return absent;
+  if (v === null && absent === null) return null;
+  if (!(WEIGHTS_SOURCES as readonly unknown[]).includes(v)) r.fail(field, `is not one of ${WEIGHTS_SOURCES.join(", ")}`);
+  return v as WeightsSource;
+}
+
 function changeFrom(r: Reader): PendingChange {
   const kind = r.string("kind") as ChangeKind;
   if (!CHANGE_KINDS.includes(kind)) r.fail("kind", `is not one of ${CHANGE_KINDS.join(", ")}`);
+  const weight = r.nullableNumber("weight");
+  // Before the field existed, every weight was an operator's.
+  const setsWeight = kind === "weight" || (kind === "assign" && weight !== null);
   return {
     appliance: r.string("appliance"),
     group: r.string("group"),
     kind,
-    weight: r.nullableNumber("weight"),
+    weight,
+    weightsSource: weightsSourceFrom(r, "weightsSource", setsWeight ? "operator" : null),
     stagedBy: r.string("stagedBy"),
     stagedAt: r.string("stagedAt"),
   };
@@ -232,10 +250,33 @@ function groupFrom(doc: Record<string, unknown>): SecurityGroup {
   let upgrade: SecurityGroup["upgrade"] = null;
   if (upgradeRaw !== null) {
     const u = r.nested("upgrade", upgradeRaw);
-    upgrade = { fromVersion: u.string("fromVersion"), targetVersion: u.string("targetVersion"), startedAt: u.string("startedAt") };
+    // Documents written before upgrades were driven lack direction/paused/reason/current.
+    const directionRaw = u.raw("direction") ?? "forward";
+    if (directionRaw !== "forward" && directionRaw !== "back") u.fail("direction", `must be "forward" or "back", got ${JSON.stringify(directionRaw)}`);
+    const direction: UpgradeState["direction"] = directionRaw === "back" ? "back" : "forward";
+    const currentRaw = u.raw("current");
+    let current: UpgradeState["current"] = null;
+    if (currentRaw !== null && currentRaw !== undefined) {
+      const c = u.nested("current", currentRaw);
+      const step = c.string("step");
+      if (!(UPGRADE_STEPS as readonly string[]).includes(step)) c.fail("step", `must be one of ${UPGRADE_STEPS.join(", ")}`);
+      current = { appliance: c.string("appliance"), step: step as UpgradeStep, since: c.string("since") };
+    }
+    upgrade = {
+      fromVersion: u.string("fromVersion"),
+      targetVersion: u.string("targetVersion"),
+      startedAt: u.string("startedAt"),
+      direction,
+      paused: u.raw("paused") === undefined ? false : u.boolean("paused"),
+      reason: u.raw("reason") === undefined ? null : u.nullableString("reason"),
+      current,
+    };
   }
   const transitionRaw = r.raw("transition");
   const name = r.string("name");
+  const weights = weightsRecord(r, "weights");
+  // Before the field existed, every override was an operator's: the automatic path must not take them over.
+  const weightsSource = weightsSourceFrom(r, "weightsSource", Object.keys(weights).length > 0 ? "operator" : "cores") ?? r.fail("weightsSource", "is null");
   if (name !== doc.id) r.fail("name", "differs from the document id");
   return {
     name,
@@ -243,7 +284,8 @@ function groupFrom(doc: Record<string, unknown>): SecurityGroup {
     routes: r.checked("routes", () => resolveRoutes(r.raw("routes"))),
     policy: r.checked("policy", () => validatePolicy(r.raw("policy"))),
     policyRevision: r.number("policyRevision"),
-    weights: weightsRecord(r, "weights"),
+    weights,
+    weightsSource,
     autoscale: r.checked("autoscale", () => resolveAutoscale(r.raw("autoscale"))),
     allowMixedModels: r.boolean("allowMixedModels"),
     upgrade,

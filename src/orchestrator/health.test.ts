@@ -1,5 +1,6 @@
 import { describe, expect, it } from "vitest";
 import { ErrorCode, TandemError } from "../stdx/errors.js";
+import { measuredDownAfterMsOf } from "./failure-detection.js";
 import { FlapDamper, HEALTH_DEFAULTS, HealthTracker, resolveHealthOptions } from "./health.js";
 
 describe("HealthTracker", () => {
@@ -45,6 +46,28 @@ describe("HealthTracker", () => {
     expect(h.downAfterMsOf("m")).toBe(740);
     expect(h.isSilent("m", 100 + 739)).toBe(false);
     expect(h.isSilent("m", 100 + 740)).toBe(true);
+  });
+
+  it("with measured detection, fails a low-RTT member at the floor's silence but gives a high-RTT one longer", () => {
+    const health = { heartbeatIntervalMs: 40, downAfterMs: 200 };
+    const h = new HealthTracker({ ...health, downAfterMsOf: measuredDownAfterMsOf(health) });
+    // 40 heartbeats 40 ms apart: "near" measures 0.3-0.5 ms round trips, "far" 30 or 70 ms (a jittery ~50 ms link).
+    for (let i = 0; i < 40; i++) {
+      h.heartbeat("near", i * 40, i % 2 === 0 ? 0.3 : 0.5);
+      h.heartbeat("far", i * 40, i % 3 === 0 ? 30 : 70);
+    }
+    const last = 39 * 40;
+    expect(h.downAfterMsOf("near")).toBe(200);
+    const far = h.downAfterMsOf("far");
+    expect(far).toBeGreaterThan(200);
+    expect(h.isSilent("near", last + 200)).toBe(true);
+    expect(h.isSilent("far", last + 200)).toBe(false);
+    expect(h.isAlive("far", last + 200)).toBe(true);
+    expect(h.isSilent("far", last + far - 1)).toBe(false);
+    expect(h.isSilent("far", last + far)).toBe(true);
+    expect(h.nextSilenceMs(["far"])).toBe(last + far);
+    expect(h.detectionOf("far")).toEqual({ srttMs: expect.any(Number) as number, rttvarMs: expect.any(Number) as number, heartbeatIntervalMs: 40, downAfterMs: far });
+    expect(h.detectionOf("never-heard")).toEqual({ srttMs: null, rttvarMs: null, heartbeatIntervalMs: 40, downAfterMs: 200 });
   });
 
   it("refuses inconsistent options", () => {

@@ -3,8 +3,9 @@
 // Members heartbeat every heartbeatIntervalMs (default 100 ms). A watched member (JOINING, UP,
 // DRAINING) that has been silent for downAfterMs or more (default 300 ms: three intervals) is
 // DOWN; the control plane then fails it over (commands.ts, through the queue). downAfterMs is
-// a hook: `downAfterMsOf(appliance, smoothedRttMs)` may derive it per member from the measured
-// round-trip time the heartbeats carry (default: the constant).
+// a hook: `downAfterMsOf(appliance, smoothedRttMs, rttVarianceMs)` may derive it per member from
+// the round-trip times the heartbeats carry, kept as an RFC 6298 estimate per member
+// (failure-detection.ts; the runtime installs its formula, the default is the constant).
 //
 // Flap damping works like BGP route-flap damping (RFC 2439): each time a member goes DOWN its
 // penalty grows by penaltyPerFlap; the penalty decays exponentially with halfLifeMs. When a
@@ -27,6 +28,7 @@
 // cleared only by release(); lastHeartbeatMs never goes back.
 
 import { assert } from "../stdx/assert.js";
+import { nextRttEstimate, type Detection, type RttEstimate } from "./failure-detection.js";
 import { invalid } from "./model.js";
 
 export interface DampingOptions {
@@ -39,9 +41,10 @@ export interface DampingOptions {
 
 export interface HealthOptions {
   heartbeatIntervalMs: number;
+  /** Silence after which a member is DOWN; the floor when downAfterMsOf derives it from measured RTT. */
   downAfterMs: number;
-  /** Hook: the silence after which this member is DOWN, from its smoothed RTT (null: none measured yet). */
-  downAfterMsOf: ((appliance: string, smoothedRttMs: number | null) => number) | null;
+  /** Hook: the silence after which this member is DOWN, from its smoothed RTT and RTT variation (null: none measured yet). */
+  downAfterMsOf: ((appliance: string, smoothedRttMs: number | null, rttVarianceMs: number | null) => number) | null;
   damping: DampingOptions;
 }
 
@@ -170,7 +173,7 @@ interface HeartbeatEntry {
   heard: boolean;
   /** When the member was declared DOWN (only heartbeats after it count as a recovery). */
   downAtMs: number | null;
-  smoothedRttMs: number | null;
+  rtt: RttEstimate | null;
 }
 
 /** Heartbeat bookkeeping for every appliance that reports, and the flap damper. */
@@ -184,23 +187,23 @@ export class HealthTracker {
     this.damper = new FlapDamper(this.options.damping);
   }
 
-  /** A heartbeat arrived. rttMs (optional) feeds the smoothed RTT (EWMA, 1/8 like TCP's SRTT). */
+  /** A heartbeat arrived. rttMs (optional) feeds the RTT estimate (RFC 6298: srtt gain 1/8, rttvar gain 1/4). */
   heartbeat(appliance: string, nowMs: number, rttMs: number | null = null): void {
     const entry = this.entries.get(appliance);
-    let smoothed = entry?.smoothedRttMs ?? null;
-    if (rttMs !== null && Number.isFinite(rttMs) && rttMs >= 0) smoothed = smoothed === null ? rttMs : smoothed + (rttMs - smoothed) / 8;
+    let rtt = entry?.rtt ?? null;
+    if (rttMs !== null && Number.isFinite(rttMs) && rttMs >= 0) rtt = nextRttEstimate(rtt, rttMs);
     this.entries.set(appliance, {
       lastMs: Math.max(nowMs, entry?.lastMs ?? nowMs),
       heard: true,
       downAtMs: entry?.downAtMs ?? null,
-      smoothedRttMs: smoothed,
+      rtt,
     });
   }
 
   /** Starts the silence clock at nowMs if the member has not been heard since (grace period). */
   watch(appliance: string, nowMs: number): void {
     const entry = this.entries.get(appliance);
-    if (entry === undefined) this.entries.set(appliance, { lastMs: nowMs, heard: false, downAtMs: null, smoothedRttMs: null });
+    if (entry === undefined) this.entries.set(appliance, { lastMs: nowMs, heard: false, downAtMs: null, rtt: null });
   }
 
   /**
@@ -213,7 +216,7 @@ export class HealthTracker {
       lastMs: entry?.lastMs ?? nowMs,
       heard: entry?.heard ?? false,
       downAtMs: nowMs,
-      smoothedRttMs: entry?.smoothedRttMs ?? null,
+      rtt: entry?.rtt ?? null,
     });
     if (!flap) return { penalty: this.damper.penaltyOf(appliance, nowMs), suppressed: this.damper.isSuppressed(appliance), newlySuppressed: false };
     return this.damper.recordFlap(appliance, nowMs);
@@ -240,15 +243,32 @@ export class HealthTracker {
   }
 
   smoothedRttMs(appliance: string): number | null {
-    return this.entries.get(appliance)?.smoothedRttMs ?? null;
+    return this.entries.get(appliance)?.rtt?.srttMs ?? null;
+  }
+
+  rttEstimateOf(appliance: string): RttEstimate | null {
+    return this.entries.get(appliance)?.rtt ?? null;
   }
 
   downAfterMsOf(appliance: string): number {
     const hook = this.options.downAfterMsOf;
     if (hook === null) return this.options.downAfterMs;
-    const value = hook(appliance, this.smoothedRttMs(appliance));
+    const rtt = this.rttEstimateOf(appliance);
+    const value = hook(appliance, rtt?.srttMs ?? null, rtt?.rttvarMs ?? null);
     assert(Number.isFinite(value) && value > 0, "downAfterMsOf must return a positive number");
     return value;
+  }
+
+  /** The member's RTT estimate and the silence it is allowed now (rounded to 0.1 ms for people). */
+  detectionOf(appliance: string): Detection {
+    const rtt = this.rttEstimateOf(appliance);
+    const tenth = (ms: number): number => Math.round(ms * 10) / 10;
+    return {
+      srttMs: rtt === null ? null : tenth(rtt.srttMs),
+      rttvarMs: rtt === null ? null : tenth(rtt.rttvarMs),
+      heartbeatIntervalMs: this.options.heartbeatIntervalMs,
+      downAfterMs: this.downAfterMsOf(appliance),
+    };
   }
 
   /** Milliseconds since the last heartbeat (or the grace start); null when not tracked. */

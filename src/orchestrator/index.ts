@@ -49,6 +49,16 @@ export {
   type LoadSample,
   type SpareAppliance,
 } from "./autoscaler.js";
+export {
+  CapacityEstimator,
+  CapacityWeigher,
+  capacityGroupInputs,
+  proposeWeights,
+  type CapacityDecision,
+  type CapacityEstimate,
+  type CapacityGroupInput,
+  type WeightsProposal,
+} from "./capacity-weights.js";
 export { CommandQueue, QUEUE_WAITING_MAX_DEFAULT, type QueuedCommand } from "./queue.js";
 export { FlapDamper, HEALTH_DEFAULTS, HealthTracker, resolveHealthOptions, type DampingOptions, type HealthInput, type HealthOptions } from "./health.js";
 export {
@@ -65,6 +75,8 @@ export {
 export { documentsOf, MODEL_COLLECTIONS, modelFromDocuments, modelFromSnapshot, type ModelCollection } from "./documents.js";
 export {
   AUTOSCALE_DEFAULTS,
+  AUTOSCALE_PRIORITY_MAX,
+  AUTOSCALE_PRIORITY_MIN,
   checkModelInvariants,
   consistencyProblem,
   emptyModel,
@@ -89,5 +101,6 @@ export {
   type TransitionKind,
   type TransitionRecord,
   type UpgradeState,
+  type WeightsSource,
 } from "./model.js";
 export { MemoryHarness, MemoryStore } from "./memory-harness.js";

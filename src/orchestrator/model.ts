@@ -103,8 +103,16 @@ export interface AutoscaleRules {
   connectionsPerMemberHigh: number;
   /** Time between two scaling decisions. */
   cooldownMs: number;
+  /**
+   * Order among groups that want the same spare (the last one, typically): the higher first
+   * (AUTOSCALE_PRIORITY_MIN..MAX). Before the overload ratio; see autoscaler.ts.
+   */
+  priority: number;
 }
 export type AutoscaleInput = Partial<AutoscaleRules>;
+/** Range of AutoscaleRules.priority (wide enough for tiers, small enough to read). */
+export const AUTOSCALE_PRIORITY_MIN = -1000;
+export const AUTOSCALE_PRIORITY_MAX = 1000;
 
 export const AUTOSCALE_DEFAULTS: Readonly<AutoscaleRules> = {
   enabled: false,
@@ -114,12 +122,35 @@ export const AUTOSCALE_DEFAULTS: Readonly<AutoscaleRules> = {
   cpuLowPct: 30,
   connectionsPerMemberHigh: 1_000_000,
   cooldownMs: 300_000,
+  priority: 0,
 };
 
+/** Where the member being upgraded is in its one-at-a-time cycle (src/orchestrator/upgrade.ts). */
+export type UpgradeStep = "drain" | "restart" | "rejoin" | "verify";
+export const UPGRADE_STEPS: readonly UpgradeStep[] = ["drain", "restart", "rejoin", "verify"];
+
+/**
+ * A rolling upgrade in progress. The orchestrator drives it one member at a time (drain,
+ * restart on the goal version, rejoin, verify); the goal is targetVersion going forward and
+ * fromVersion when rolling back. Members may run either version meanwhile, and only then.
+ */
 export interface UpgradeState {
   fromVersion: string;
   targetVersion: string;
   startedAt: string;
+  /** "back": a rollback, members return to fromVersion. */
+  direction: "forward" | "back";
+  /** Paused by an operator or by a failed step: no new step starts until resumed. */
+  paused: boolean;
+  /** Why it is paused (or null). */
+  reason: string | null;
+  /** The member in its cycle now (null: between members). */
+  current: { appliance: string; step: UpgradeStep; since: string } | null;
+}
+
+/** The version members are being moved to. */
+export function upgradeGoalOf(u: UpgradeState): string {
+  return u.direction === "back" ? u.fromVersion : u.targetVersion;
 }
 
 /**
@@ -173,6 +204,8 @@ export interface SecurityGroup {
   policyRevision: number;
   /** Weight overrides by appliance id; a member without one weighs its core count. */
   weights: Record<string, number>;
+  /** Who set the current weights (capacity-weights.ts: the automatic path leaves "operator" alone). */
+  weightsSource: WeightsSource;
   autoscale: AutoscaleRules;
   allowMixedModels: boolean;
   upgrade: UpgradeState | null;
@@ -200,12 +233,22 @@ export interface Member {
 
 export type ChangeKind = "assign" | "unassign" | "drain" | "weight";
 
+/**
+ * Who set a group's weights: "cores" (no override, or overrides cleared by `sg.weights.auto`),
+ * "operator" (sg.weight, sg.assign with a weight), "measured" (the system command
+ * weights.measured, from measured capacity: capacity-weights.ts).
+ */
+export type WeightsSource = "cores" | "operator" | "measured";
+export const WEIGHTS_SOURCES: readonly WeightsSource[] = ["cores", "operator", "measured"];
+
 export interface PendingChange {
   appliance: string;
   group: string;
   kind: ChangeKind;
   /** assign (optional override) and weight. */
   weight: number | null;
+  /** The group's weightsSource once this change applies; null: it sets no weight. "cores" clears the override. */
+  weightsSource: WeightsSource | null;
   stagedBy: string;
   stagedAt: string;
 }
@@ -350,6 +393,8 @@ export function resolveAutoscale(input: unknown, base: Readonly<AutoscaleRules> 
         ? base.connectionsPerMemberHigh
         : checkInteger(r.connectionsPerMemberHigh, "autoscale.connectionsPerMemberHigh", 1, Number.MAX_SAFE_INTEGER),
     cooldownMs: r.cooldownMs === undefined ? base.cooldownMs : checkInteger(r.cooldownMs, "autoscale.cooldownMs", 0, 86_400_000),
+    // Absent in documents written before the field existed: the base (default 0) applies.
+    priority: r.priority === undefined ? base.priority : checkInteger(r.priority, "autoscale.priority", AUTOSCALE_PRIORITY_MIN, AUTOSCALE_PRIORITY_MAX),
   };
   if (rules.minMembers > rules.maxMembers) throw invalid("autoscale.minMembers", `${rules.minMembers} is above maxMembers ${rules.maxMembers}`);
   if (rules.cpuLowPct >= rules.cpuHighPct) throw invalid("autoscale.cpuLowPct", `${rules.cpuLowPct} must be below cpuHighPct ${rules.cpuHighPct} (hysteresis)`);
@@ -367,6 +412,16 @@ export function checkBoolean(value: unknown, field: string): boolean {
 /** The weight a member gets in its group's table: the override, else its core count. */
 export function weightOf(group: SecurityGroup, appliance: Appliance): number {
   return group.weights[appliance.id] ?? appliance.cores;
+}
+
+/**
+ * The group's weightsSource once `changes` apply: an operator's weight wins over the others (so
+ * the automatic path stays off), then a return to cores, then measured; no weight: unchanged.
+ */
+export function weightsSourceAfter(current: WeightsSource, changes: readonly PendingChange[]): WeightsSource {
+  const sources = new Set(changes.map((c) => c.weightsSource));
+  for (const s of ["operator", "cores", "measured"] as const) if (sources.has(s)) return s;
+  return current;
 }
 
 /** Member entries of a group, sorted by appliance id. */

@@ -117,6 +117,33 @@ describe("consistency", () => {
     expect(h.ok("sg.upgrade.finish", { group: "sg1" })).toEqual({ group: "sg1", version: "2.0.0" });
     expectCode(h, "appliance.update", { id: "a1", version: "1.0.0" }, ErrorCode.VERSION_MISMATCH);
   });
+
+  it("pauses, resumes, rolls back and aborts an upgrade only where that is safe", () => {
+    const h = withMembers(2);
+    expectCode(h, "sg.upgrade.pause", { group: "sg1" }, ErrorCode.INVALID_STATE);
+    h.ok("sg.upgrade.start", { group: "sg1", targetVersion: "2.0.0" });
+    h.ok("upgrade.step", { group: "sg1", current: { appliance: "a1", step: "drain" } });
+    expectCode(h, "upgrade.step", { group: "sg1", current: { appliance: "a1", step: "reboot" } }, ErrorCode.INVALID_ARGUMENT);
+    expect(h.ok("sg.upgrade.pause", { group: "sg1" })).toMatchObject({ paused: true });
+    // The driver cannot move a paused upgrade on.
+    expectCode(h, "upgrade.step", { group: "sg1", current: null }, ErrorCode.INVALID_STATE);
+    h.ok("sg.upgrade.resume", { group: "sg1" });
+    const u = () => h.cp.current.groups.get("sg1")!.upgrade!;
+    expect(u()).toMatchObject({ paused: false, reason: null, direction: "forward", current: { appliance: "a1", step: "drain" } });
+    h.ok("upgrade.step", { group: "sg1", pause: "a1 went DOWN during its drain step" });
+    expect(u()).toMatchObject({ paused: true, reason: "a1 went DOWN during its drain step" });
+    // a1 moved: the members run two versions, so abort is refused and rollback is the way back.
+    h.ok("appliance.update", { id: "a1", version: "2.0.0" });
+    expectCode(h, "sg.upgrade.abort", { group: "sg1" }, ErrorCode.VERSION_MISMATCH);
+    expect(h.ok("sg.upgrade.rollback", { group: "sg1" })).toEqual({ group: "sg1", direction: "back", goal: "1.0.0" });
+    expect(u()).toMatchObject({ paused: false, direction: "back" });
+    expectCode(h, "sg.upgrade.rollback", { group: "sg1" }, ErrorCode.INVALID_STATE);
+    h.ok("appliance.update", { id: "a1", version: "1.0.0" });
+    expect(h.ok("sg.upgrade.abort", { group: "sg1" })).toEqual({ group: "sg1", version: "1.0.0" });
+    expect(h.cp.current.groups.get("sg1")!.upgrade).toBeNull();
+    const kinds = h.store.events.map((e) => e.kind);
+    expect(kinds).toEqual(expect.arrayContaining(["upgrade.started", "upgrade.member", "upgrade.paused", "upgrade.resumed", "upgrade.rollback", "upgrade.aborted"]));
+  });
 });
 
 describe("inventory and groups", () => {

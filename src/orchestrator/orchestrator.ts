@@ -30,6 +30,8 @@ import { Prng } from "../stdx/prng.js";
 import type { Document, Mutation, StoreSnapshot } from "../store/store.js";
 import { planApply, runCommand, groupSummary, type CommandContext, type CommandEnv, type Effect, type Observations, type SoftUpdate } from "./commands.js";
 import { documentsOf, modelFromSnapshot, type ModelCollection } from "./documents.js";
+import type { Detection } from "./failure-detection.js";
+import { CapacityEstimator, type CapacityEstimate } from "./capacity-weights.js";
 import { HealthTracker, type HealthInput } from "./health.js";
 import {
   changesOfGroup,
@@ -139,6 +141,10 @@ export interface MemberView {
   suppressed: boolean;
   flaps: number;
   load: LoadFigures | null;
+  /** Measured round trip and the silence after which this member is DOWN (failure-detection.ts). */
+  detection: Detection;
+  /** Measured packets per CPU-second (per core) and the samples behind it (capacity-weights.ts). */
+  capacity: CapacityEstimate;
 }
 
 export interface TransitionView {
@@ -215,6 +221,8 @@ export class ControlPlane {
   private outstandingStep: PreparedStep | null = null;
   private readonly fills = new Map<string, FillProgress>();
   private readonly loads = new Map<string, LoadFigures>();
+  /** Soft state: per-core forwarding rates from heartbeats (capacity-weights.ts). */
+  readonly capacity = new CapacityEstimator();
   /** Soft state is rebuilt at the first clock reading after construction (grace period). */
   private graceGiven = false;
   private readonly env: CommandEnv;
@@ -378,6 +386,7 @@ export class ControlPlane {
     this.giveGrace(nowMs);
     this.health.heartbeat(report.appliance, nowMs, rtt);
     this.loads.set(report.appliance, figures);
+    this.capacity.observe(this.model, report.appliance, nowMs, figures.cpuPct, figures.packetsPerSec);
   }
 
   /** A member reports buckets it now holds for the running fill. Soft state; flips happen at the next tick. */
@@ -479,6 +488,7 @@ export class ControlPlane {
         case "forget":
           this.health.forget(u.appliance);
           this.loads.delete(u.appliance);
+          this.capacity.forget(u.appliance);
           break;
         case "fill-start": {
           // A transition started and superseded within one step (a failure, then a rescue in
@@ -563,6 +573,7 @@ export class ControlPlaneView {
       policy: g.policy,
       autoscale: g.autoscale,
       weights: g.weights,
+      weightsSource: g.weightsSource,
     };
   }
 
@@ -590,6 +601,8 @@ export class ControlPlaneView {
         suppressed: damper.isSuppressed(m.appliance),
         flaps: damper.flapsOf(m.appliance),
         load: this.cp.loadOf(m.appliance),
+        detection: this.cp.health.detectionOf(m.appliance),
+        capacity: this.cp.capacity.estimateOf(m.appliance),
       };
     });
   }

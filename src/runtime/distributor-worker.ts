@@ -1,6 +1,7 @@
 // Entry of the distributor's worker thread (started by startDistributor in distributor.ts):
 // opens the sockets, answers the caller's requests in the order they were posted, and posts
-// log lines back (the caller owns the logger).
+// log lines and load samples (utilization, frames/s, once per loadIntervalMs) back (the caller
+// owns the logger and judges the load).
 //
 // Invariants: "ready" or "failed" is the first reply (besides logs); after "close" the
 // sockets and the timer are gone before "closed" is posted. An assertion in the data path is
@@ -33,6 +34,8 @@ async function main(): Promise<void> {
       // Both threads read performance.now() from their own origin: express times in the caller's.
       clockOffsetMs: performance.timeOrigin - data.timeOriginMs,
       log: (level, fields, message) => reply({ type: "log", level, fields, message }),
+      loadIntervalMs: data.loadIntervalMs,
+      onLoad: (load) => reply({ type: "load", load }),
     });
   } catch (error) {
     if (error instanceof TandemError) reply({ type: "failed", code: error.code, message: error.message, details: error.details });

@@ -8,6 +8,8 @@
 //                      <--ready(endpoints)-
 //   update(groups)     --postMessage-----> core.configure()   (structured clone, Int16Array too)
 //   stats()            --stats(id)-------> core.stats()  --stats(id, value)-->
+//   onLoad(listener)   <--load------------ every loadIntervalMs: busy time / wall time of the
+//                                          worker's event loop, datagrams handled per second
 //   close()            --close-----------> sockets closed --closed--> worker terminated
 //
 //   vxlan socket:       sites -> core.fromSite; ARP replies, NAs, resolutions, egress -> sites
@@ -19,14 +21,18 @@
 //   with the orchestrator's clock.
 // - Sockets send the buffer they are given: each received datagram is a fresh Buffer, owned by
 //   the core until it hands it to send(); nothing is reused while the kernel may still read it.
+// - Load (utilization) is the event-loop utilization of the thread the sockets run on: the
+//   worker's own, so it is the data path's alone; with `inline: true` it is the caller's
+//   thread, shared with whatever else runs there (tests only).
 // - A broken invariant in the worker (an assertion) is fatal: reported to onFatal, which by
 //   default crashes the caller's process loudly. Operating errors (a port in use) reject
 //   startDistributor() with a TandemError.
 
 import { createSocket, type Socket } from "node:dgram";
 import { lookup as dnsLookup, type LookupOneOptions } from "node:dns";
-import { existsSync } from "node:fs";
+import { existsSync, readFileSync } from "node:fs";
 import { isIPv4 } from "node:net";
+import { performance } from "node:perf_hooks";
 import { fileURLToPath } from "node:url";
 import { Worker } from "node:worker_threads";
 import { pino } from "pino";
@@ -43,6 +49,8 @@ export const TICK_INTERVAL_MS = 50;
 export const SOCKET_BUFFER_BYTES_DEFAULT = 8 * 1024 * 1024;
 /** close() gives the worker this long to close its sockets before terminating it. */
 export const CLOSE_TIMEOUT_MS = 5000;
+/** The distributor reports its load (utilization, frames/s) this often by default. */
+export const LOAD_INTERVAL_MS_DEFAULT = 1000;
 /** At most one send-error log line per this interval (the count says how many). */
 const SEND_ERROR_LOG_INTERVAL_MS = 1000;
 
@@ -67,6 +75,25 @@ export interface DistributorOptions {
   onFatal?: (error: Error) => void;
   socketBufferBytes?: number;
   neighboursMax?: number;
+  /** How often the load is measured and reported (default LOAD_INTERVAL_MS_DEFAULT). */
+  loadIntervalMs?: number;
+}
+
+/** The distributor's load over one interval (a sample of onLoad). */
+export interface DistributorLoad {
+  /** End of the interval, in the caller's performance.now() timebase. */
+  atMs: number;
+  intervalMs: number;
+  /** Busy time / wall time of the distributor's event loop over the interval, 0..1. */
+  utilization: number;
+  /**
+   * CPU time its thread got in the interval (Linux /proc/thread-self/stat, 10 ms ticks; null
+   * elsewhere). Below utilization x intervalMs the thread waited for a CPU while busy.
+   */
+  cpuMs: number | null;
+  /** Datagrams received (both sockets) in the interval. */
+  frames: number;
+  framesPerSec: number;
 }
 
 export interface DistributorHandle {
@@ -77,6 +104,10 @@ export interface DistributorHandle {
   /** Installs the groups (replaces the previous set); applied in order with other calls. */
   update(groups: DistributorGroupConfig[]): void;
   stats(): Promise<DistributorStats>;
+  /** Calls listener with every load sample (about once per loadIntervalMs). */
+  onLoad(listener: (load: DistributorLoad) => void): void;
+  /** The latest load sample, null before the first. */
+  load(): DistributorLoad | null;
   close(): Promise<void>;
 }
 
@@ -90,6 +121,9 @@ export interface DistributorSocketsOptions {
   /** Added to performance.now() to get the caller's timebase. */
   clockOffsetMs: number;
   log: (level: LogLevel, fields: Record<string, unknown>, message: string) => void;
+  /** Receives a load sample every loadIntervalMs (default LOAD_INTERVAL_MS_DEFAULT). */
+  onLoad?: (load: DistributorLoad) => void;
+  loadIntervalMs?: number;
 }
 
 /** dgram resolves every send address; ours are IPv4 literals, answered without a DNS tick. */
@@ -145,12 +179,35 @@ async function bindSocket(endpoint: Endpoint, options: DistributorSocketsOptions
   return socket;
 }
 
+const THREAD_STAT_PATH = "/proc/thread-self/stat";
+/** Linux exports CPU times in USER_HZ ticks, 100 per second on every architecture. */
+const USER_HZ = 100;
+
+/** CPU time (user + system) of the calling thread in ms, or null where Linux's procfs is missing. */
+export function threadCpuMs(): number | null {
+  let text: string;
+  try {
+    text = readFileSync(THREAD_STAT_PATH, "latin1");
+  } catch (error) {
+    // Not Linux (ENOENT), or procfs unreadable: the figure is optional, the data path is not.
+    if ((error as NodeJS.ErrnoException).code !== undefined) return null;
+    throw error;
+  }
+  // Fields after the command name (which may hold spaces): state is field 3, utime 14, stime 15.
+  const fields = text.slice(text.lastIndexOf(")") + 2).split(" ");
+  const ticks = Number(fields[11]) + Number(fields[12]);
+  return Number.isFinite(ticks) ? (ticks * 1000) / USER_HZ : null;
+}
+
 /** The sockets, the timer and the core. Lives in the worker (or on the caller's thread). */
 export class DistributorSockets {
   readonly vxlan: Endpoint;
   readonly memberLink: Endpoint;
   private readonly core: DistributorCore;
   private readonly timer: NodeJS.Timeout;
+  private readonly loadTimer: NodeJS.Timeout;
+  /** Datagrams received on both sockets since the last load sample. */
+  private frames = 0;
   private sendErrors = 0;
   private sendErrorsLogged = 0;
   private lastSendErrorLogMs = -Infinity;
@@ -174,8 +231,14 @@ export class DistributorSockets {
     const sendToMember: SendFn = (buf, off, length, port, address) => memberSocket.send(buf, off, length, port, address, onSent);
     const core = new DistributorCore({ sendToSite, sendToMember, neighboursMax: options.neighboursMax });
     this.core = core;
-    vxlanSocket.on("message", (msg, rinfo) => core.fromSite(msg, msg.length, rinfo.address, rinfo.port, performance.now() + offset));
-    memberSocket.on("message", (msg, rinfo) => core.fromMember(msg, msg.length, rinfo.address, rinfo.port, performance.now() + offset));
+    vxlanSocket.on("message", (msg, rinfo) => {
+      this.frames++;
+      core.fromSite(msg, msg.length, rinfo.address, rinfo.port, performance.now() + offset);
+    });
+    memberSocket.on("message", (msg, rinfo) => {
+      this.frames++;
+      core.fromMember(msg, msg.length, rinfo.address, rinfo.port, performance.now() + offset);
+    });
     for (const [role, socket] of [
       ["vxlan", vxlanSocket],
       ["member-link", memberSocket],
@@ -183,6 +246,26 @@ export class DistributorSockets {
       socket.on("error", (error) => options.log("error", { role, err: String(error) }, "distributor socket error"));
     }
     this.timer = setInterval(() => core.tick(performance.now() + offset), TICK_INTERVAL_MS);
+    // Utilization is the event loop's: the time spent out of epoll_wait, which includes the
+    // receive and send system calls, the core and the kernel's loopback delivery of our sends.
+    let elu = performance.eventLoopUtilization();
+    let lastMs = performance.now();
+    let lastCpuMs = threadCpuMs();
+    this.loadTimer = setInterval(() => {
+      const nowMs = performance.now();
+      const delta = performance.eventLoopUtilization(elu);
+      elu = performance.eventLoopUtilization();
+      const cpuNowMs = lastCpuMs === null ? null : threadCpuMs();
+      const cpuMs = cpuNowMs === null || lastCpuMs === null ? null : cpuNowMs - lastCpuMs;
+      lastCpuMs = cpuNowMs;
+      const intervalMs = nowMs - lastMs;
+      lastMs = nowMs;
+      const frames = this.frames;
+      this.frames = 0;
+      if (intervalMs <= 0) return;
+      const utilization = Math.min(1, Math.max(0, delta.utilization));
+      options.onLoad?.({ atMs: nowMs + offset, intervalMs, utilization, cpuMs, frames, framesPerSec: (frames * 1000) / intervalMs });
+    }, options.loadIntervalMs ?? LOAD_INTERVAL_MS_DEFAULT);
   }
 
   static async open(options: DistributorSocketsOptions): Promise<DistributorSockets> {
@@ -222,6 +305,7 @@ export class DistributorSockets {
     if (this.closed) return;
     this.closed = true;
     clearInterval(this.timer);
+    clearInterval(this.loadTimer);
     await Promise.all([new Promise<void>((r) => this.vxlanSocket.close(() => r())), new Promise<void>((r) => this.memberSocket.close(() => r()))]);
   }
 }
@@ -233,6 +317,7 @@ export interface DistributorWorkerData {
   memberLinkListen: Endpoint;
   socketBufferBytes: number;
   neighboursMax?: number;
+  loadIntervalMs?: number;
   /** The caller thread's performance.timeOrigin. */
   timeOriginMs: number;
 }
@@ -243,6 +328,7 @@ export type DistributorWorkerReply =
   | { type: "ready"; vxlan: Endpoint; memberLink: Endpoint }
   | { type: "failed"; code: string; message: string; details?: Record<string, unknown> }
   | { type: "stats"; id: number; stats: DistributorStats }
+  | { type: "load"; load: DistributorLoad }
   | { type: "log"; level: LogLevel; fields: Record<string, unknown>; message: string }
   | { type: "closed" };
 
@@ -264,6 +350,8 @@ export async function startDistributor(options: DistributorOptions): Promise<Dis
   const log = (level: LogLevel, fields: Record<string, unknown>, message: string): void => logger[level]({ component: "distributor", ...fields }, message);
   const socketBufferBytes = options.socketBufferBytes ?? SOCKET_BUFFER_BYTES_DEFAULT;
   if (options.inline === true) {
+    const listeners: ((load: DistributorLoad) => void)[] = [];
+    let latest: DistributorLoad | null = null;
     const sockets = await DistributorSockets.open({
       vxlanListen: options.vxlanListen,
       memberLinkListen: options.memberLinkListen,
@@ -271,12 +359,19 @@ export async function startDistributor(options: DistributorOptions): Promise<Dis
       neighboursMax: options.neighboursMax,
       clockOffsetMs: 0,
       log,
+      loadIntervalMs: options.loadIntervalMs,
+      onLoad: (load) => {
+        latest = load;
+        for (const listener of listeners) listener(load);
+      },
     });
     return {
       vxlan: sockets.vxlan,
       memberLink: sockets.memberLink,
       update: (groups) => sockets.update(groups),
       stats: () => Promise.resolve(sockets.stats()),
+      onLoad: (listener) => void listeners.push(listener),
+      load: () => latest,
       close: () => sockets.close(),
     };
   }
@@ -293,6 +388,7 @@ export async function startDistributor(options: DistributorOptions): Promise<Dis
       memberLinkListen: options.memberLinkListen,
       socketBufferBytes,
       neighboursMax: options.neighboursMax,
+      loadIntervalMs: options.loadIntervalMs,
       timeOriginMs: performance.timeOrigin,
     },
     log,
@@ -303,6 +399,8 @@ export async function startDistributor(options: DistributorOptions): Promise<Dis
 class WorkerDistributor implements DistributorHandle {
   private readonly statsWaiting = new Map<number, { resolve: (s: DistributorStats) => void; reject: (e: Error) => void }>();
   private nextStatsId = 1;
+  private readonly loadListeners: ((load: DistributorLoad) => void)[] = [];
+  private latestLoad: DistributorLoad | null = null;
   private closing: Promise<void> | null = null;
   private closedReply: (() => void) | null = null;
   private dead: Error | null = null;
@@ -372,6 +470,10 @@ class WorkerDistributor implements DistributorHandle {
         waiting.resolve(m.stats);
         return;
       }
+      case "load":
+        this.latestLoad = m.load;
+        for (const listener of this.loadListeners) listener(m.load);
+        return;
       case "closed":
         this.closedReply?.();
         return;
@@ -406,6 +508,14 @@ class WorkerDistributor implements DistributorHandle {
       this.statsWaiting.set(id, { resolve, reject });
       this.post({ type: "stats", id });
     });
+  }
+
+  onLoad(listener: (load: DistributorLoad) => void): void {
+    this.loadListeners.push(listener);
+  }
+
+  load(): DistributorLoad | null {
+    return this.latestLoad;
   }
 
   close(): Promise<void> {

@@ -14,7 +14,7 @@
 // over) and not restarted behind the operator's back.
 
 import { spawn, type ChildProcess } from "node:child_process";
-import { createWriteStream, mkdirSync, type WriteStream } from "node:fs";
+import { createWriteStream, existsSync, mkdirSync, type WriteStream } from "node:fs";
 import { cpus, totalmem } from "node:os";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -23,6 +23,8 @@ import type { Logger } from "pino";
 import { TandemClient } from "../api/client.js";
 import { ErrorCode, TandemError } from "../stdx/errors.js";
 import { formatEndpoint, type Endpoint } from "./member-link.js";
+import { cliEntryOf, pointLink, releaseName, RESTART_EXIT_CODE } from "./releases.js";
+import { softwareVersion } from "../version.js";
 import { ADMIN_TOKEN_FILE, OrchestratorDaemon, type DistributorPort } from "./orchestrator-daemon.js";
 
 export const GROUP_DEFAULT = "default";
@@ -50,15 +52,23 @@ export interface LocalClusterOptions {
    * namespaces to make (>= members, to leave room for scale-out); 0: members on this host.
    */
   memberNamespaces?: number;
+  /**
+   * More installed releases members may be upgraded to (version -> root of the build, the
+   * directory holding its package.json and dist/). This build is always one of them.
+   */
+  releases?: Record<string, string>;
 }
 
 export interface LocalMember {
   appliance: string;
   process: ChildProcess;
   log: string;
+  /** Times its process was restarted on another release (rolling upgrades). */
+  restarts: number;
 }
 
-export const SOFTWARE_VERSION = "0.1.0";
+/** The version of this build: what local appliances are registered with and first run. */
+export const SOFTWARE_VERSION = softwareVersion();
 export const LOCAL_BUCKET_COUNT = 8192;
 
 /** The permissive default policy: everything is accepted and tracked. */
@@ -103,6 +113,7 @@ export class LocalCluster {
       const sites = await this.startSites();
       const client = this.adminClient();
       await this.ensureGroup(client, sites);
+      this.prepareReleases();
       await this.startMembers(client);
       await this.applyAndWait(client);
       if (o.traffic !== false) await this.startTraffic();
@@ -229,8 +240,40 @@ export class LocalCluster {
     return this.spawnMember(appliance, token);
   }
 
+  get releasesDir(): string {
+    return join(this.options.dataDir, "releases");
+  }
+
+  /** The symlink a local appliance's member is started through (its installed software). */
+  currentLinkOf(appliance: string): string {
+    return join(this.options.dataDir, "appliances", appliance, "current");
+  }
+
+  /**
+   * Installs the releases as an appliance agent would (src/runtime/releases.ts): RELEASES/<v>
+   * links to each build, this build's always (re-pointed at every start: the checkout may have
+   * moved). Each appliance's CURRENT link is made on first use and then kept, so an appliance
+   * upgraded in an earlier run starts on the release it was upgraded to.
+   */
+  private prepareReleases(): void {
+    mkdirSync(this.releasesDir, { recursive: true, mode: 0o700 });
+    // cliPath is ROOT/dist/src/cli/main.js.
+    const ownRoot = dirname(dirname(dirname(dirname(this.cliPath))));
+    pointLink(join(this.releasesDir, SOFTWARE_VERSION), ownRoot);
+    for (const [version, root] of Object.entries(this.options.releases ?? {})) {
+      releaseName(version);
+      if (!existsSync(cliEntryOf(root))) throw new TandemError(ErrorCode.FILE_NOT_FOUND, `release ${version}: ${cliEntryOf(root)} does not exist`, { version, root });
+      pointLink(join(this.releasesDir, version), root);
+    }
+  }
+
   /** Starts `tandem member` for an appliance (also used to add a member later). */
   spawnMember(appliance: string, token: string, extraArgs: string[] = []): LocalMember {
+    const current = this.currentLinkOf(appliance);
+    if (!existsSync(current)) {
+      mkdirSync(dirname(current), { recursive: true, mode: 0o700 });
+      pointLink(current, join(this.releasesDir, SOFTWARE_VERSION));
+    }
     const index = Number(appliance.slice(APPLIANCE_PREFIX.length));
     const ownNamespace = this.options.lab && (this.options.memberNamespaces ?? 0) > 0;
     const wrap = ownNamespace ? { command: "ip", args: ["netns", "exec", `tdm-m${index}`] } : undefined;
@@ -242,7 +285,8 @@ export class LocalCluster {
     this.logs.push(out);
     // TANDEM_MEMBER_NODE_ARGS: extra node flags for member processes (e.g. --cpu-prof when profiling).
     const nodeArgs = (process.env.TANDEM_MEMBER_NODE_ARGS ?? "").split(" ").filter((a) => a.length > 0);
-    const args = [...nodeArgs, this.cliPath, "member", "--orchestrator", this.url, "--appliance", appliance, ...extraArgs];
+    const upgradeArgs = ["--releases", this.releasesDir, "--current", current];
+    const args = [...nodeArgs, cliEntryOf(current), "member", "--orchestrator", this.url, "--appliance", appliance, ...upgradeArgs, ...extraArgs];
     const command = wrap === undefined ? process.execPath : wrap.command;
     const child = spawn(command, wrap === undefined ? args : [...wrap.args, process.execPath, ...args], {
       env: { ...process.env, TANDEM_TOKEN: token },
@@ -250,10 +294,19 @@ export class LocalCluster {
     });
     child.stdout!.pipe(out, { end: false });
     child.stderr!.pipe(out, { end: false });
-    const member: LocalMember = { appliance, process: child, log };
+    const restarts = this.members.get(appliance)?.restarts ?? 0;
+    const member: LocalMember = { appliance, process: child, log, restarts };
     this.members.set(appliance, member);
     child.on("exit", (code, signal) => {
-      if (!this.stopping) this.options.logger.warn({ appliance, code, signal }, "member process exited");
+      if (this.stopping) return;
+      // This supervisor restarts a member only when it asked for it (a rolling upgrade switched
+      // its CURRENT link); any other exit is the orchestrator's to handle (failover).
+      if (code === RESTART_EXIT_CODE && this.members.get(appliance) === member) {
+        this.options.logger.info({ appliance }, "member restarting on its new release");
+        this.spawnMember(appliance, token, extraArgs).restarts = restarts + 1;
+        return;
+      }
+      this.options.logger.warn({ appliance, code, signal }, "member process exited");
     });
     return member;
   }

@@ -92,6 +92,7 @@ class FakeOrchestrator {
   readonly connectionReports: { member: string; id: number; connections: HeldConnection[] }[] = [];
   policy: PolicySpec = POLICY_1;
   policyRevision = 1;
+  hypersyncVersion = 2;
   readonly extraEndpoints = new Map<string, MemberEndpoints>();
   readonly ids = new Map<string, number>([
     ["m1", 1],
@@ -139,6 +140,7 @@ class FakeOrchestrator {
       fills: [],
       memberIds: Object.fromEntries(this.ids),
       endpoints,
+      hypersyncVersion: this.hypersyncVersion,
     };
   }
 
@@ -238,7 +240,9 @@ describe("MemberDaemon: two members over UDP on 127.0.0.1", () => {
     fake = new FakeOrchestrator(interfaces, `127.0.0.1:${distributor.port}`);
     fake.extraEndpoints.set("m3", { data: `127.0.0.1:${fakePeerData.port}`, sync: `127.0.0.1:${fakePeerSync.port}` });
     for (const name of ["m1", "m2"]) {
-      const daemon = new MemberDaemon({ appliance: name, orchestrator: "http://127.0.0.1:1", control: fake.controlFor(name), listen: "127.0.0.1", logger: pino({ level: "silent" }) });
+      // m2 stands for a newer build that also reads HyperSync "version 3" (version 2's layout here).
+      const hypersyncVersions = name === "m2" ? { min: 2, max: 3 } : undefined;
+      const daemon = new MemberDaemon({ appliance: name, orchestrator: "http://127.0.0.1:1", control: fake.controlFor(name), listen: "127.0.0.1", logger: pino({ level: "silent" }), hypersyncVersions });
       await daemon.start();
       members.set(name, daemon);
     }
@@ -438,6 +442,31 @@ describe("MemberDaemon: two members over UDP on 127.0.0.1", () => {
     await waitFor("policy 2 on both", () => m("m1").policyRevision === 2 && m("m2").policyRevision === 2);
     expect(m("m1").node!.engine.ruleBase!.nameOf(0)).toBe("web-only");
     await waitFor("revision 2 in a heartbeat", () => fake.heartbeats.get("m2")?.policyRevision === 2);
+  });
+
+  // Last: it installs epoch 2.
+  it("reports its HyperSync versions and sends the version the distribution names, if it reads it", async () => {
+    expect(fake.heartbeats.get("m1")!.hypersync).toEqual({ min: 2, max: 2 });
+    expect(fake.heartbeats.get("m2")!.hypersync).toEqual({ min: 2, max: 3 });
+    // Both sent 2 so far (the handshake test's records reached m2 at version 2).
+    expect(m("m1").node!.protocolVersion).toBe(2);
+    expect(m("m2").node!.protocolVersion).toBe(2);
+    expect(m("m1").node!.counters.badVersion + m("m2").node!.counters.badVersion).toBe(0);
+    // A document naming 3 (an orchestrator that would not negotiate): m2 moves to 3; m1 does not
+    // read 3, so it keeps 2 and still installs the epoch.
+    fake.hypersyncVersion = 3;
+    fake.table = createEpochTable(
+      [
+        { id: "m1", weight: 1 },
+        { id: "m2", weight: 1 },
+      ],
+      SEED,
+      { bucketCount: BUCKETS, epoch: 2 },
+    );
+    await waitFor("epoch 2 on both", () => m("m1").node?.epoch === 2 && m("m2").node?.epoch === 2);
+    expect(m("m2").node!.protocolVersion).toBe(3);
+    expect(m("m1").node!.protocolVersion).toBe(2);
+    expect(m("m1").counters.distributionsRefused).toBe(0);
   });
 });
 

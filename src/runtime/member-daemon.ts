@@ -33,6 +33,7 @@ import { validatePolicy } from "../engine/policy.js";
 import { RouteTable } from "../engine/routing.js";
 import { CONN_STATE_NAMES, DROP_REASON_NAMES, Verdict } from "../engine/types.js";
 import { ClusterNode, FILL_TARGETS_MAX } from "../hypersync/cluster-node.js";
+import { inProtocolVersionRange, PROTOCOL_VERSIONS_DEFAULT, type ProtocolVersionRange } from "../hypersync/protocol-version.js";
 import { decodeRoles } from "../orchestrator/transitions.js";
 import { formatIp, formatIpv6, parseIpv4 } from "../packet/addr.js";
 import { LinkType } from "../packet/view.js";
@@ -40,6 +41,8 @@ import { assert } from "../stdx/assert.js";
 import { ErrorCode, TandemError } from "../stdx/errors.js";
 import type { MemberCountersInput } from "./member-reports.js";
 import { HeartbeatThread } from "./heartbeat-thread.js";
+import { switchRelease } from "./releases.js";
+import { softwareVersion } from "../version.js";
 import type { DistributionDocument, HeartbeatInput } from "./orchestrator-daemon.js";
 import { MATCHES_MAX, type ConnectionFilter, type HeldConnection } from "./connection-queries.js";
 import type { MemberConfig, MemberEndpoints } from "./cluster-config.js";
@@ -112,6 +115,12 @@ export interface MemberHeartbeat {
   counters: MemberCountersInput;
   ruleHits: Record<string, number>;
   pid: number;
+  /** HyperSync protocol versions this member reads (the orchestrator picks the group's version from them). */
+  hypersync: { min: number; max: number };
+  /** The software version this process runs. */
+  version: string;
+  /** Why the last restart asked for could not happen. */
+  restartError?: string;
 }
 
 /** The part of the heartbeat answer the member acts on (the API's HeartbeatAnswer satisfies it). */
@@ -124,6 +133,10 @@ export interface MemberHeartbeatAnswer {
   verify: { id: number; epoch: number } | null;
   /** A connection lookup to answer (absent from older orchestrators). */
   connectionQuery?: ({ id: number } & ConnectionFilter) | null;
+  /** Rolling upgrade: restart on this version. */
+  restart?: { version: string } | null;
+  /** Why the orchestrator did not count this heartbeat (e.g. a version its group does not run). */
+  refused?: string | null;
 }
 
 /** GET /api/groups/:name/distribution as the member reads it: the orchestrator's document itself. */
@@ -177,6 +190,19 @@ export interface MemberDaemonOptions {
   startTimeoutMs?: number;
   /** Heartbeats from a thread of their own (default true over the API; off with an injected control). */
   threadedHeartbeat?: boolean;
+  /** HyperSync protocol versions the node reads (default: this build's; tests stand for another build with it). */
+  hypersyncVersions?: ProtocolVersionRange;
+  /** The software version to report (default: this build's). */
+  version?: string;
+  /**
+   * Rolling upgrades (src/runtime/releases.ts): where releases are installed and the symlink the
+   * supervisor starts this member through. Without them a restart request is reported as
+   * impossible and the operator restarts the member on the new version by hand.
+   */
+  releasesDir?: string;
+  currentLink?: string;
+  /** Called once the CURRENT link points at the requested release: stop and exit for the supervisor. */
+  onRestart?: (version: string) => void;
 }
 
 /** Member-link drops the daemon makes itself (the engine counts its own verdicts). */
@@ -394,6 +420,10 @@ export class MemberDaemon {
   private heartbeatInFlight = false;
   private lastBeatSentMs = 0;
   private lastRttMs = -1;
+  /** The software version this process reports. */
+  readonly version: string;
+  private restarting = false;
+  private restartError: string | null = null;
   private configInFlight = false;
   private configAgain = false;
   private lastConfigFetchMs = -Infinity;
@@ -421,6 +451,7 @@ export class MemberDaemon {
     assert(options.appliance.length > 0, "a member needs an appliance id");
     this.options = options;
     this.appliance = options.appliance;
+    this.version = options.version ?? softwareVersion();
     this.logger = (options.logger ?? pino({ level: "info" }, pino.destination(2))).child({ appliance: options.appliance });
     const client = (timeoutMs: number): TandemClient => new TandemClient({ server: options.orchestrator, token: options.token ?? null, timeoutMs });
     this.control = options.control ?? clientControl(client(CONTROL_TIMEOUT_MS), options.appliance, client(HEARTBEAT_TIMEOUT_MS));
@@ -616,7 +647,7 @@ export class MemberDaemon {
       this.session = Math.max(sessionNow(), this.session + 1) >>> 0;
       const clusterKey = new Uint8Array(key.buffer, key.byteOffset, key.length).slice();
       this.node = new ClusterNode(
-        { name: this.appliance, memberId: config.memberId, clusterId: config.clusterId, clusterKey, hashSeed: config.hashSeed, capacity: config.capacity, ruleBase, routes, session: this.session },
+        { name: this.appliance, memberId: config.memberId, clusterId: config.clusterId, clusterKey, hashSeed: config.hashSeed, capacity: config.capacity, ruleBase, routes, session: this.session, protocolVersions: this.options.hypersyncVersions },
         performance.now(),
       );
       this.neighbourKey = neighbourKeyOf(clusterKey);
@@ -826,6 +857,7 @@ export class MemberDaemon {
       peers.set(name, id);
     }
     this.installEndpoints(doc, peers);
+    this.applyHypersyncVersion(node, doc);
     const table: EpochTable = { epoch: doc.epoch, seed: doc.seed, table: { bucketCount, members: [...doc.members], weights: [...doc.weights], owner, backup } };
     const before = node.epoch;
     const startedMs = performance.now();
@@ -836,6 +868,26 @@ export class MemberDaemon {
     this.installedBucketCount = bucketCount;
     if (node.epoch !== before) this.logger.info({ epoch: node.epoch, members: doc.members, fills: doc.fills.length }, "epoch installed");
     this.afterCall();
+  }
+
+  /**
+   * Seals HyperSync datagrams with the document's version (the highest every member of the
+   * group reads). One this node does not read keeps the current version and is logged: the
+   * document's tables still install.
+   */
+  private applyHypersyncVersion(node: ClusterNode, doc: MemberDistribution): void {
+    const version: unknown = (doc as Partial<MemberDistribution>).hypersyncVersion; // absent from older orchestrators
+    if (version === undefined || version === node.protocolVersion) return;
+    const range = node.protocolVersions;
+    if (typeof version !== "number" || !inProtocolVersionRange(range, version)) {
+      this.logRepeated("hypersync-version", `HyperSync protocol version ${String(version)} is outside this member's range ${range.min}..${range.max}; it keeps sending ${node.protocolVersion}`, null, {
+        epoch: doc.epoch,
+      });
+      return;
+    }
+    const from = node.protocolVersion;
+    node.setProtocolVersion(version);
+    this.logger.info({ from, to: version, epoch: doc.epoch }, "HyperSync protocol version changed");
   }
 
   private installEndpoints(doc: MemberDistribution, peers: ReadonlyMap<string, number>): void {
@@ -1194,6 +1246,33 @@ export class MemberDaemon {
     );
   };
 
+  /** Rolling upgrade: switch CURRENT to the release and hand over to the supervisor (once). */
+  private restartOn(version: string): void {
+    if (this.restarting || version === this.version) return;
+    const o = this.options;
+    if (o.releasesDir === undefined || o.currentLink === undefined || o.onRestart === undefined) {
+      this.restartError = `started without --releases/--current: restart ${o.appliance} on ${version} by hand`;
+    } else {
+      try {
+        const dir = switchRelease(o.releasesDir, o.currentLink, version);
+        this.restarting = true;
+        this.restartError = null;
+        this.logger.info({ version, release: dir, from: this.version }, "restarting on another release (rolling upgrade)");
+        o.onRestart(version);
+        return;
+      } catch (error) {
+        this.restartError = error instanceof Error ? error.message : String(error);
+      }
+    }
+    this.logRepeated("restart-error", `cannot restart on ${version}: ${this.restartError}`, null);
+  }
+
+  /** The HyperSync versions this member reads: its node's, or (before it has one) what the node will read. */
+  private hypersyncVersions(): { min: number; max: number } {
+    const r = this.node?.protocolVersions ?? this.options.hypersyncVersions ?? PROTOCOL_VERSIONS_DEFAULT;
+    return { min: r.min, max: r.max };
+  }
+
   private heartbeatInput(now: number): MemberHeartbeat {
     const node = this.node;
     const elapsedMs = Math.max(1, now - this.lastRateMs);
@@ -1212,7 +1291,10 @@ export class MemberDaemon {
       counters: this.countersReport(),
       ruleHits: this.ruleHits(),
       pid: process.pid,
+      hypersync: this.hypersyncVersions(),
+      version: this.version,
     };
+    if (this.restartError !== null) input.restartError = this.restartError;
     if (node !== null && node.epoch > 0) input.epoch = node.epoch;
     if (this.policyRevision > 0) input.policyRevision = this.policyRevision;
     if (this.lastRttMs >= 0) input.rttMs = Math.round(this.lastRttMs * 10) / 10;
@@ -1262,6 +1344,8 @@ export class MemberDaemon {
     if (Number.isFinite(answer.heartbeatIntervalMs)) {
       this.heartbeatIntervalMs = Math.min(HEARTBEAT_INTERVAL_MS_MAX, Math.max(HEARTBEAT_INTERVAL_MS_MIN, answer.heartbeatIntervalMs));
     }
+    if (answer.refused !== undefined && answer.refused !== null) this.logRepeated("refused", `the orchestrator does not count this member's heartbeats: ${answer.refused}`, null);
+    if (answer.restart !== undefined && answer.restart !== null) this.restartOn(answer.restart.version);
     const config = this.config;
     if (config === null) return;
     if (answer.group !== config.group || (answer.group !== null && this.node === null)) {

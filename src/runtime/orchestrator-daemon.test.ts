@@ -128,6 +128,29 @@ describe("the mutation loop", () => {
   });
 });
 
+describe("failure detection", () => {
+  it("derives each member's downAfterMs from its measured round trips; the configured value is the floor", async () => {
+    const { daemon } = await started({ dataDir: tempDir(), controlPlane: { health: { heartbeatIntervalMs: 40, downAfterMs: 200 } } });
+    try {
+      for (const id of ["m1", "m2"]) await daemon.submit("appliance.add", appliance(id), "op");
+      await daemon.submit("sg.create", { name: "g", bucketCount: 64, seed: 1 }, "op");
+      for (const id of ["m1", "m2"]) await daemon.submit("sg.assign", { group: "g", appliance: id }, "op");
+      await daemon.submit("changes.apply", { group: "g" }, "op");
+      for (let i = 0; i < 20; i++) {
+        daemon.heartbeat("m1", { rttMs: 0.4 });
+        daemon.heartbeat("m2", { rttMs: i % 2 === 0 ? 30 : 70 });
+      }
+      const detection = new Map(daemon.controlPlane.view().members("g", daemon.nowMs()).map((m) => [m.appliance, m.detection]));
+      expect(detection.get("m1")).toEqual({ srttMs: 0.4, rttvarMs: expect.any(Number) as number, heartbeatIntervalMs: 40, downAfterMs: 200 });
+      expect(detection.get("m2")!.srttMs).toBeGreaterThan(40);
+      expect(detection.get("m2")!.downAfterMs).toBeGreaterThan(200);
+      expect(detection.get("m2")!.downAfterMs).toBeLessThanOrEqual(2000);
+    } finally {
+      await daemon.close();
+    }
+  });
+});
+
 /** A real SQLite store whose next commit fails, before or after writing. */
 async function flakyStore(dir: string): Promise<{ opened: OpenedStore; failNext: (when: "before" | "after") => void }> {
   const real = await openSqliteStore({ dataDir: dir });
@@ -202,5 +225,50 @@ describe("auto-scaling", () => {
     }
     expect((await daemon.audit({ limit: 50 })).filter((r) => r.actor.startsWith("autoscaler: "))).toHaveLength(2);
     await daemon.close();
+  });
+});
+
+describe("HyperSync protocol versions", () => {
+  it("the distribution names the highest version every member reads, follows reported ranges (cache included), and keeps its version when ranges do not overlap", async () => {
+    const lines: string[] = [];
+    const logger = pino({ level: "info" }, { write: (line: string) => lines.push(line) });
+    const { daemon } = await started({ dataDir: tempDir(), logger });
+    try {
+      for (const id of ["m1", "m2"]) await daemon.submit("appliance.add", appliance(id), "op");
+      await daemon.submit("sg.create", { name: "g", bucketCount: 64, seed: 1 }, "op");
+      for (const id of ["m1", "m2"]) await daemon.submit("sg.assign", { group: "g", appliance: id }, "op");
+      await daemon.submit("changes.apply", { group: "g" }, "op");
+      const version = (): number => (JSON.parse(daemon.distributionJson("g")!) as { hypersyncVersion: number }).hypersyncVersion;
+      // Nobody reported yet: both count as {2, 2}.
+      expect(version()).toBe(2);
+      // m1 of a newer build: m2 has not reported, so the group stays at 2.
+      daemon.heartbeat("m1", { hypersync: { min: 2, max: 3 } });
+      expect(version()).toBe(2);
+      // m2 too: the next document (not the cached one) says 3.
+      daemon.heartbeat("m2", { hypersync: { min: 2, max: 3 } });
+      expect(version()).toBe(3);
+      expect(daemon.distribution("g")!.hypersyncVersion).toBe(3);
+      // The same range again changes nothing; a member back on the old build brings the group back to 2.
+      daemon.heartbeat("m2", { hypersync: { min: 2, max: 3 } });
+      expect(version()).toBe(3);
+      daemon.heartbeat("m2", { hypersync: { min: 2, max: 2 } });
+      expect(version()).toBe(2);
+      daemon.heartbeat("m2", { hypersync: { min: 2, max: 3 } });
+      expect(version()).toBe(3);
+      // Ranges that do not overlap: the document keeps 3 and an error names both members.
+      daemon.heartbeat("m1", { hypersync: { min: 4, max: 5 } });
+      daemon.heartbeat("m2", { hypersync: { min: 2, max: 3 } });
+      expect(version()).toBe(3);
+      const errors = lines.map((l) => JSON.parse(l) as { level: number; msg: string }).filter((l) => l.level === 50 && l.msg.includes("HyperSync"));
+      expect(errors).toHaveLength(1);
+      expect(errors[0]!.msg).toBe(
+        "HyperSync protocol version of group g stays at 3: no HyperSync protocol version is spoken by every member: m2 (2..3) reads at most version 3, m1 (4..5) reads only version 4 and above",
+      );
+      // A malformed range is ignored: m1 counts as not reported ({2, 2}).
+      daemon.heartbeat("m1", { hypersync: { min: 3, max: 2 } });
+      expect(version()).toBe(2);
+    } finally {
+      await daemon.close();
+    }
   });
 });

@@ -33,10 +33,17 @@ import { ErrorCode, TandemError } from "../stdx/errors.js";
 import { openStore, type AuditRecord, type EventRecord, type Leadership, type Mutation, type OpenedStore, type Store, type StoreOptions } from "../store/store.js";
 import { parseIp, formatIp } from "../packet/addr.js";
 import { Autoscaler, type AutoscaleGroupInput, type SpareAppliance } from "../orchestrator/autoscaler.js";
+import { UpgradeRunner, type UpgradeStatusView } from "./upgrade-runner.js";
+import { CapacityRunner } from "./capacity-runner.js";
+import { measuredDownAfterMsOf } from "../orchestrator/failure-detection.js";
+import { resolveHealthOptions } from "../orchestrator/health.js";
 import { ConnectionQueries, type ConnectionFilter, type HeldConnection } from "./connection-queries.js";
 import { MemberReports, type MemberCounters, type MemberCountersInput, type VerifyView } from "./member-reports.js";
+import { HypersyncVersions } from "./hypersync-versions.js";
 import type { DistributorGroupConfig, InterfaceConfig, MemberConfig, MemberEndpoints } from "./cluster-config.js";
 import type { Endpoint } from "./member-link.js";
+import type { DistributorLoad } from "./distributor.js";
+import { DistributorWatch, meanServingCpuPct, type DistributorLoadView } from "./distributor-watch.js";
 import { ADMIN_TOKEN_NAME, hashToken, isRole, newTokenSecret, tokenDocument, TOKENS_MAX, TokenRegistry, type Principal, type Role, type TokenInfo } from "./tokens.js";
 
 export const ADMIN_TOKEN_FILE = "admin-token";
@@ -93,6 +100,8 @@ export interface DistributorPort {
   readonly memberLink: Endpoint;
   update(groups: DistributorGroupConfig[]): void;
   stats(): Promise<unknown>;
+  /** Load samples of the distributor's thread (about once a second): judged by distributorWatch. */
+  onLoad?(listener: (load: DistributorLoad) => void): void;
   close(): Promise<void>;
 }
 
@@ -107,6 +116,17 @@ export const CAPACITY_MIN = 1 << 16;
 export const CAPACITY_MAX = 1 << 20;
 export function capacityOfMemory(memoryMb: number): number {
   return Math.min(CAPACITY_MAX, Math.max(CAPACITY_MIN, Math.floor((memoryMb * 1024 * 1024 * 0.02) / 64)));
+}
+
+/**
+ * The control plane's options: a fresh secure seed source, and failure detection from the
+ * members' measured round trips (failure-detection.ts: the configured downAfterMs is the floor)
+ * unless the caller installed its own downAfterMsOf hook (null: the constant).
+ */
+function controlPlaneOptionsOf(options: OrchestratorDaemonOptions["controlPlane"]): ControlPlaneOptions {
+  const health = options?.health ?? {};
+  const downAfterMsOf = health.downAfterMsOf !== undefined ? health.downAfterMsOf : measuredDownAfterMsOf(resolveHealthOptions(health));
+  return { ...options, health: { ...health, downAfterMsOf }, seedSource: () => randomInt(0, 2 ** 32) >>> 0 };
 }
 
 /**
@@ -146,6 +166,12 @@ export interface HeartbeatInput {
   ruleHits?: Record<string, number>;
   /** The member's operating-system process id (for operators and `tandem status`). */
   pid?: number;
+  /** HyperSync protocol versions the member's node reads (src/hypersync/protocol-version.ts). */
+  hypersync?: { min: number; max: number };
+  /** The software version the member process runs. */
+  version?: string;
+  /** Why the last restart the orchestrator asked for (rolling upgrade) could not happen. */
+  restartError?: string;
 }
 
 /** What a member learns from each heartbeat: what it should run. */
@@ -162,6 +188,10 @@ export interface HeartbeatAnswer {
   verify: { id: number; epoch: number } | null;
   /** A connection lookup it should answer (POST /api/members/:appliance/connections). */
   connectionQuery: ({ id: number } & ConnectionFilter) | null;
+  /** Rolling upgrade: restart on this version (the member's appliance agent does it). */
+  restart: { version: string } | null;
+  /** Why the orchestrator does not count this heartbeat (e.g. a version its group does not run); null: counted. */
+  refused: string | null;
 }
 
 /** A group's routing table and fill map, for members and the distributor (JSON-friendly). */
@@ -181,6 +211,8 @@ export interface DistributionDocument {
   memberIds: Record<string, number>;
   /** Data-path sockets of every member of the group, as last reported (null: not yet). */
   endpoints: Record<string, MemberEndpoints | null>;
+  /** HyperSync protocol version members seal with: the highest one every member of the group reads. */
+  hypersyncVersion: number;
 }
 
 /** A connection lookup: at least one address; absent fields match anything. */
@@ -248,6 +280,8 @@ interface Waiter {
 }
 
 const TOKEN_COMMANDS = ["token.create", "token.revoke"] as const;
+/** Runtime-internal: commits an events-only mutation (recordEvent). Not an operator command. */
+const RECORD_EVENT_COMMAND = "event.record";
 
 export class OrchestratorDaemon {
   readonly instanceId: string;
@@ -275,6 +309,14 @@ export class OrchestratorDaemon {
   private lastAutoscaleMs = 0;
   private autoscaling = false;
   private readonly ruleHits = new Map<string, Record<string, number>>();
+  /** The distributor's load, and whether it rather than the members limits throughput. */
+  readonly distributorWatch = new DistributorWatch();
+  /** Soft state from heartbeats: HyperSync protocol version ranges, and each group's version. */
+  private readonly hypersyncVersions: HypersyncVersions;
+  /** Soft state of rolling upgrades: versions members report, restart errors, verify rounds of the driver. */
+  private readonly upgrades = new UpgradeRunner(this);
+  /** Weights from measured capacity for groups that mix models (capacity-runner.ts). */
+  readonly capacityWeights = new CapacityRunner(this);
 
   private constructor(
     readonly options: OrchestratorDaemonOptions,
@@ -285,7 +327,9 @@ export class OrchestratorDaemon {
     this.logger = options.logger ?? pino({ level: "info" }, pino.destination(2));
     this.clock = options.clock ?? SYSTEM_CLOCK;
     this.reports = new MemberReports(options.verifyTimeoutMs);
+    this.hypersyncVersions = new HypersyncVersions(this.logger);
     this.startedAt = this.clock.nowIso();
+    options.distributor?.onLoad?.((load) => this.onDistributorLoad(load));
   }
 
   /** Opens the store; the daemon is a standby until start() wins leadership. */
@@ -346,7 +390,7 @@ export class OrchestratorDaemon {
 
   private async activate(): Promise<{ adminToken: string | null }> {
     const snapshot = await this.store.load();
-    const cp = new ControlPlane(snapshot, { ...this.options.controlPlane, seedSource: () => randomInt(0, 2 ** 32) >>> 0 });
+    const cp = new ControlPlane(snapshot, controlPlaneOptionsOf(this.options.controlPlane));
     this.tokens = TokenRegistry.fromDocuments(snapshot.collections.tokens);
     this.storeRevisionValue = snapshot.revision;
     this.cp = cp;
@@ -368,6 +412,8 @@ export class OrchestratorDaemon {
         this.lastAutoscaleMs = now;
         void this.autoscale(now);
       }
+      void this.upgrades.tick(now);
+      void this.capacityWeights.tick(now);
     }, tickIntervalMs);
     this.ticker.unref();
     this.logger.info({ instance: this.instanceId, revision: snapshot.revision, store: this.store.kind }, "orchestrator active");
@@ -417,6 +463,7 @@ export class OrchestratorDaemon {
     this.stateValue = "standby";
     this.stopTicker();
     this.options.distributor?.update([]); // a standby forwards nothing
+    this.distributorWatch.reset();
     this.rejectWaiting(new TandemError(ErrorCode.NOT_LEADER, `this orchestrator lost leadership (${why}); retry against the active one`));
     this.cp = null;
     void this.pumpDone.then(async () => {
@@ -458,6 +505,11 @@ export class OrchestratorDaemon {
 
   /** Runs an operator command through the queue; resolves with its result once durable. */
   submit(command: OperatorCommand, input: unknown, actor: string): Promise<unknown> {
+    return this.enqueue(command, input, actor);
+  }
+
+  /** Runs a system command (the upgrade driver's steps) through the same queue. */
+  submitSystem(command: "upgrade.step" | "weights.measured", input: unknown, actor: string): Promise<unknown> {
     return this.enqueue(command, input, actor);
   }
 
@@ -535,6 +587,10 @@ export class OrchestratorDaemon {
       await this.runTokenCommand(item, waiter);
       return;
     }
+    if (item.command === RECORD_EVENT_COMMAND) {
+      await this.runRecordEvent(item, waiter);
+      return;
+    }
     let step: PreparedStep;
     try {
       step = cp.prepare(item.command, item.input, this.ctx(item.actor));
@@ -592,7 +648,7 @@ export class OrchestratorDaemon {
       const snapshot = await this.store.load();
       if (snapshot.revision !== this.storeRevisionValue) {
         const old = this.cp!;
-        const cp = new ControlPlane(snapshot, { ...this.options.controlPlane, seedSource: () => randomInt(0, 2 ** 32) >>> 0 });
+        const cp = new ControlPlane(snapshot, controlPlaneOptionsOf(this.options.controlPlane));
         // Keep the callers waiting, in order.
         for (let item = old.queue.next(); item !== null; item = old.queue.next()) {
           const waiter = this.takeWaiter(item.ticket);
@@ -734,10 +790,12 @@ export class OrchestratorDaemon {
   // ---- auto-scaling ---------------------------------------------------------------------------
 
   /**
-   * One evaluation of the autoscaler (src/orchestrator/autoscaler.ts) over the groups that
-   * enabled it: an action becomes ordinary commands through the queue, staged then applied
-   * (make-before-break), audited with the actor "autoscaler: <reason>" so events, CLI and UI
-   * say why. Spares are pool appliances that heartbeat (a member process is running).
+   * One evaluation of the autoscaler (src/orchestrator/autoscaler.ts) over every group (one
+   * that has not enabled it is only measured: its window shows in GET .../autoscale, and
+   * switching it on never judges a window that saw a transition): an action becomes ordinary
+   * commands through the queue, staged then applied (make-before-break), audited with the
+   * actor "autoscaler: <reason>" so events, CLI and UI say why. Spares are pool appliances
+   * that heartbeat (a member process is running).
    */
   private async autoscale(nowMs: number): Promise<void> {
     if (this.autoscaling || this.stateValue !== "active" || this.cp === null) return;
@@ -747,7 +805,6 @@ export class OrchestratorDaemon {
     const byId = new Map(appliances.map((a) => [a.id, a]));
     const groups: AutoscaleGroupInput[] = [];
     for (const g of [...cp.current.groups.values()].sort((x, y) => (x.name < y.name ? -1 : 1))) {
-      if (!g.autoscale.enabled) continue;
       const members = view.members(g.name, nowMs);
       const serving = members.filter((m) => m.inTable && m.state === "UP").map((m) => m.appliance);
       const first = byId.get(members[0]?.appliance ?? "");
@@ -784,11 +841,65 @@ export class OrchestratorDaemon {
     }
   }
 
+  // ---- the distributor's load ------------------------------------------------------------------
+
+  /** The distributor's load view (null: this orchestrator runs no distributor). */
+  distributorLoad(): DistributorLoadView | null {
+    return this.options.distributor === undefined ? null : this.distributorWatch.view();
+  }
+
+  /** A load sample of the distributor: judged against the served members' CPU while active. */
+  private onDistributorLoad(load: DistributorLoad): void {
+    if (this.stateValue !== "active" || this.cp === null) return this.distributorWatch.note(load);
+    const view = this.cp.view();
+    const nowMs = this.clock.nowMs();
+    // The groups the distributor serves: those with a routing table.
+    const served = [...this.cp.current.groups.keys()].filter((g) => view.epochTable(g) !== null);
+    const members = served.flatMap((g) => view.members(g, nowMs));
+    const cpuPct = meanServingCpuPct(members.map((m) => ({ alive: m.alive, inTable: m.inTable, state: m.state, cpuPct: m.load?.cpuPct ?? null })));
+    const change = this.distributorWatch.observe(load, cpuPct, this.clock.nowIso());
+    if (change === null) return;
+    this.logger[change.limited ? "warn" : "info"]({ utilization: change.utilization, framesPerSec: change.framesPerSec, memberCpuPct: change.memberCpuPct }, change.message);
+    const data = { utilization: change.utilization, framesPerSec: change.framesPerSec, memberCpuPct: change.memberCpuPct, heldMs: change.heldMs };
+    this.recordEvent({ at: this.clock.nowIso(), kind: change.kind, message: change.message, data });
+  }
+
+  /**
+   * Records an event the runtime observed (no operator command caused it): an events-only
+   * mutation committed through the mutation loop like every other, so it is ordered with them
+   * and never races a commit. Best effort: a full queue or a failed commit is logged.
+   */
+  recordEvent(event: EventRecord): void {
+    let ticket: number;
+    try {
+      ticket = this.controlPlane.queue.enqueue({ command: RECORD_EVENT_COMMAND, input: event, actor: "system" });
+    } catch (error) {
+      this.logger.warn({ err: error, kind: event.kind }, "event not recorded");
+      return;
+    }
+    const failed = (error: unknown): void => this.logger.warn({ err: error, kind: event.kind }, "event not recorded");
+    this.waiters.set(ticket, { resolve: () => {}, reject: failed });
+    this.kick();
+  }
+
+  private async runRecordEvent(item: QueuedCommand, waiter: Waiter): Promise<void> {
+    const mutation: Mutation = { puts: [], deletes: [], audit: [], events: [item.input as EventRecord] };
+    try {
+      this.storeRevisionValue = await this.store.commit(mutation);
+    } catch (error) {
+      waiter.reject(this.commitFailure(error, item.command));
+      return;
+    }
+    waiter.resolve(null);
+  }
+
   // ---- member traffic (soft state) ----------------------------------------------------------
 
   heartbeat(appliance: string, input: HeartbeatInput): HeartbeatAnswer {
     const cp = this.controlPlane;
     const nowMs = this.clock.nowMs();
+    const refused = this.upgrades.onHeartbeat(appliance, input.version, input.restartError);
+    if (refused !== null) return this.refusedAnswer(appliance, refused);
     cp.heartbeat(
       {
         appliance,
@@ -813,6 +924,7 @@ export class OrchestratorDaemon {
       });
     }
     if (input.pid !== undefined) this.pids.set(appliance, input.pid);
+    if (input.hypersync !== undefined) this.hypersyncVersions.report(appliance, input.hypersync);
     if (input.endpoints !== undefined) {
       const before = this.endpoints.get(appliance);
       const session = input.session ?? null;
@@ -837,7 +949,32 @@ export class OrchestratorDaemon {
       heartbeatIntervalMs: cp.health.options.heartbeatIntervalMs,
       verify: member === undefined ? null : this.reports.pendingFor(member.group, appliance, nowMs),
       connectionQuery: member === undefined ? null : this.queries.pendingFor(member.group, appliance),
+      restart: this.upgrades.restartFor(appliance),
+      refused: null,
     };
+  }
+
+  /** The answer to a heartbeat that is not counted: the member stays silent to the health tracker. */
+  private refusedAnswer(appliance: string, reason: string): HeartbeatAnswer {
+    const member = this.controlPlane.current.members.get(appliance);
+    return {
+      appliance,
+      group: member?.group ?? null,
+      state: member?.state ?? "UNASSIGNED",
+      epoch: null,
+      policyRevision: null,
+      transition: null,
+      heartbeatIntervalMs: this.controlPlane.health.options.heartbeatIntervalMs,
+      verify: null,
+      connectionQuery: null,
+      restart: null,
+      refused: reason,
+    };
+  }
+
+  /** Rolling-upgrade view of a group (GET /api/groups/:name/upgrade). */
+  upgradeStatus(group: string): UpgradeStatusView {
+    return this.upgrades.status(group);
   }
 
   fillReport(appliance: string, report: { epoch: number; buckets: number[] }): { accepted: number; complete: boolean; progress: number } {
@@ -852,11 +989,12 @@ export class OrchestratorDaemon {
   private endpointsVersion = 0;
 
   /**
-   * The distribution document as JSON, made once per store revision and endpoint change: every
-   * member fetches it at each epoch and phase, and during a join it lists ~65,536 fills.
+   * The distribution document as JSON, made once per store revision, endpoint change and
+   * HyperSync version range change: every member fetches it at each epoch and phase, and
+   * during a join it lists ~65,536 fills.
    */
   distributionJson(group: string): string | null {
-    const key = `${this.storeRevisionValue}|${this.endpointsVersion}`;
+    const key = `${this.storeRevisionValue}|${this.endpointsVersion}|${this.hypersyncVersions.revision}`;
     const cached = this.distributionCache.get(group);
     if (cached !== undefined && cached.key === key) return cached.json;
     const doc = this.distribution(group);
@@ -885,6 +1023,7 @@ export class OrchestratorDaemon {
       backup: encodeRoles(t.table.backup),
       fills,
       ...this.peersOf(group),
+      hypersyncVersion: this.hypersyncVersions.versionFor(group, this.groupMembers(group)),
     };
   }
 
@@ -1148,7 +1287,7 @@ export class OrchestratorDaemon {
           return { id: m.appliance, group: m.group, state: m.state, alive: a?.alive ?? false, pid: this.pids.get(m.appliance) ?? null, endpoints: this.endpoints.get(m.appliance) ?? null };
         })
         .sort((x, y) => (x.id < y.id ? -1 : x.id > y.id ? 1 : 0)),
-      distributor: this.options.distributor === undefined ? null : { vxlan: this.options.distributor.vxlan, memberLink: this.options.distributor.memberLink },
+      distributor: this.options.distributor === undefined ? null : { vxlan: this.options.distributor.vxlan, memberLink: this.options.distributor.memberLink, ...this.distributorWatch.view() },
     };
   }
 

@@ -5,7 +5,9 @@
 
 import { useEffect, useMemo, useState } from "preact/hooks";
 import type { BucketMap, ChangesView, StreamMember, VerifyView } from "../../../src/api/types.js";
+import { AutoscalePanel } from "../components/autoscale-panel.js";
 import { BucketMapView } from "../components/bucket-map.js";
+import { UpgradePanel } from "../components/upgrade-panel.js";
 import { EventList, StateBadge, TableWrap } from "../components/bits.js";
 import { LineChart } from "../components/chart.js";
 import { confirmAction, notify } from "../components/dialogs.js";
@@ -130,6 +132,10 @@ export function GroupPage(props: { session: Session; state: LiveState; group: st
       </section>
 
       <ChangesPanel session={session} group={group} changes={changes} canAct={session.canAct} onChanged={refreshChanges} />
+
+      <AutoscalePanel session={session} group={group} atMs={snap.atMs} />
+
+      <UpgradePanel session={session} group={group} atMs={snap.atMs} />
 
       <section aria-labelledby="load-h">
         <h2 id="load-h">Load</h2>

@@ -2,10 +2,10 @@
 // appliances (assign one to a group, or register a new one); the recent events.
 
 import { useState } from "preact/hooks";
-import type { ApplianceInput } from "../../../src/api/types.js";
+import type { ApplianceInput, DistributorLoadView } from "../../../src/api/types.js";
 import { EventList, TableWrap } from "../components/bits.js";
 import { confirmAction, notify } from "../components/dialogs.js";
-import { healthOf, hrefOf, messageOf, num, sum } from "../format.js";
+import { healthOf, hrefOf, messageOf, num, sum, time } from "../format.js";
 import type { LiveState } from "../live.js";
 import type { Session } from "../session.js";
 
@@ -16,6 +16,7 @@ export function OverviewPage(props: { session: Session; state: LiveState }) {
   return (
     <>
       <h1>Overview</h1>
+      {snap.distributor?.limited === true && <DistributorLimited load={snap.distributor} />}
       <section aria-labelledby="groups-h">
         <h2 id="groups-h">Security groups</h2>
         {snap.groups.length === 0 ? (
@@ -202,5 +203,17 @@ function AddAppliance(props: { session: Session }) {
         )}
       </form>
     </details>
+  );
+}
+
+/** Shown while the distributor, not the members, limits throughput (the orchestrator's distributor.bottleneck event). */
+function DistributorLimited(props: { load: DistributorLoadView }) {
+  const { load } = props;
+  return (
+    <p class="banner" role="alert" data-testid="distributor-limited">
+      <strong>The distributor limits throughput:</strong> its thread is {num((load.utilization ?? 0) * 100)}% busy at {num(load.framesPerSec)} frames/s while the
+      members have CPU to spare{load.since !== null && <> (since {time(load.since)})</>}. Adding members will not add throughput; <code>tandem sizing</code> says what this
+      orchestrator can forward.
+    </p>
   );
 }
