@@ -29,7 +29,7 @@ if (!isRoot) console.warn("upgrade e2e SKIPPED: needs root for network namespace
 
 const SERVER = "198.19.2.10";
 const HTTP_PORT = 8080;
-const FILE_BYTES = 40 * 1024 * 1024;
+const FILE_BYTES = 28 * 1024 * 1024;
 const NEXT = `${SOFTWARE_VERSION}-next`;
 
 interface Exited {
@@ -123,7 +123,7 @@ describe.skipIf(!isRoot)("rolling upgrade (lab, 3 members in their own namespace
     const out = join(dir, "download.bin");
     // Rate-limited so both transfers span the whole upgrade (checked below).
     const curl = collect(lab.spawnIn("tdm-client", "curl", ["-sS", "--fail", "--limit-rate", "800K", "-o", out, `http://${SERVER}:${HTTP_PORT}/big`], { stdio: ["ignore", "pipe", "pipe"] }));
-    const iperf = collect(lab.spawnIn("tdm-client", "iperf3", ["-c", SERVER, "-P", "4", "-b", "20M", "-t", "45", "-J"], { stdio: ["ignore", "pipe", "pipe"] }));
+    const iperf = collect(lab.spawnIn("tdm-client", "iperf3", ["-c", SERVER, "-P", "4", "-b", "20M", "-t", "35", "-J"], { stdio: ["ignore", "pipe", "pipe"] }));
     // Both connections established before the upgrade starts.
     await waitUntil(async () => (await cluster.daemon!.findConnections({ group: GROUP_DEFAULT, dst: SERVER, protocol: "tcp" })).filter((c) => c.state === "ESTABLISHED").length >= 6, 15_000, "download and iperf3 connections");
 

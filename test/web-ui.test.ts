@@ -221,6 +221,23 @@ describe.skipIf(!HAVE_CHROMIUM)("web UI in chromium over a 3-member local cluste
     await shot("connections");
   });
 
+  it("shows a rolling upgrade waiting on the DOWN member, pauses it and aborts it", async () => {
+    await cluster.adminClient().startUpgrade("default", "9.9.9");
+    await page.getByRole("link", { name: "default", exact: true }).first().click();
+    const panel = page.locator('[data-testid="upgrade"]');
+    await page.locator('[data-testid="upgrade"][data-state="running"]').waitFor({ timeout: SHOW_MS });
+    // local-1 was SIGKILLed above: the orchestrator starts no member while one is DOWN, and says so.
+    await expect.poll(() => panel.locator('[data-testid="upgrade-step"]').textContent(), { timeout: SHOW_MS }).toContain("local-1 is DOWN");
+    await panel.getByRole("button", { name: "Pause", exact: true }).click();
+    await page.locator('[data-testid="upgrade"][data-state="paused"]').waitFor({ timeout: SHOW_MS });
+    expect(await panel.locator('[data-testid="upgrade-reason"]').textContent()).toContain("paused by admin");
+    await shot("group-upgrade-paused");
+    await panel.getByRole("button", { name: "Abort", exact: true }).click();
+    await page.locator("dialog.confirm[open]").getByRole("button", { name: "Abort", exact: true }).click();
+    await page.locator('[data-testid="upgrade"][data-state="none"]').waitFor({ timeout: SHOW_MS });
+    expect((await cluster.adminClient().events({ limit: 20 })).map((e) => e.kind)).toEqual(expect.arrayContaining(["upgrade.started", "upgrade.paused", "upgrade.aborted"]));
+  });
+
   it("lets a monitor token see everything and act on nothing", async () => {
     const { token } = await cluster.adminClient().createToken("viewer", "monitor");
     await page.getByRole("button", { name: "Sign out" }).click();

@@ -650,6 +650,34 @@ describe("ClusterNode: failover", () => {
     cluster.run(5);
     expect(cluster.node("b").lastVerify).toEqual({ peer: "c", differing: [] });
   });
+
+  it("sync lag counts only peers with a role: a dead member still listed as a peer is not waited for", () => {
+    const cluster = new Cluster(SEED + 11);
+    for (const name of ["a", "b", "c"]) cluster.add(name);
+    const first = createEpochTable(members("a", "b", "c"), HASH_SEED, { bucketCount: BUCKETS });
+    cluster.install(first);
+    // The orchestrator's document lists every member of the group, a DOWN one too.
+    const everyone = cluster.peers();
+    cluster.kill("a");
+    // Connections owned by b and c whose backup is a: their records to a are never acknowledged.
+    const convos = conversations(new Prng(SEED + 11), 24, 2).filter((c) => {
+      const bucket = bucketOfFrame(c[0]!.frame);
+      return ownerOf(first, bucket) !== "a" && backupOf(first, bucket) === "a";
+    });
+    expect(convos.length).toBeGreaterThan(0);
+    for (const c of convos) deliverAll(cluster, c, 0.05);
+    cluster.run(1000);
+    expect(Math.max(cluster.node("b").syncLagMs(cluster.nowMs), cluster.node("c").syncLagMs(cluster.nowMs))).toBeGreaterThan(900); // a still has a role
+    for (const phase of planFailure(first, "a").phases) {
+      for (const n of cluster.live()) {
+        n.setEpoch(phase.table, extraBackupsOf(phase), everyone, cluster.nowMs);
+        cluster.collect(n);
+      }
+      cluster.run(100);
+    }
+    cluster.run(1000);
+    for (const n of ["b", "c"]) expect(cluster.node(n).syncLagMs(cluster.nowMs), n).toBeLessThan(500);
+  });
 });
 
 describe("ClusterNode: make-before-break", () => {

@@ -1792,8 +1792,13 @@ export class ClusterNode {
 
   /** Sync lag: age of the oldest sync datagram a peer has not acknowledged yet (0 when all are). */
   syncLagMs(nowMs: number): number {
+    // Only peers with a role now: members of the routing table and fill targets. A member that
+    // died or left keeps its link (and its unacknowledged datagrams) until it is dropped from
+    // the peers, and would otherwise read as seconds of lag that no live bucket has.
+    const roles = new Set(this.epochTable?.table.members ?? []);
+    for (const targets of this.fillMap.values()) for (const t of targets) roles.add(t);
     let lag = 0;
-    for (const link of this.links) if (link !== null) lag = Math.max(lag, link.channel.oldestUnackedAgeMs(nowMs));
+    for (const link of this.links) if (link !== null && roles.has(link.name)) lag = Math.max(lag, link.channel.oldestUnackedAgeMs(nowMs));
     return lag;
   }
 

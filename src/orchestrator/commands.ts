@@ -470,7 +470,9 @@ function sgCreate(d: Draft, input: unknown, env: CommandEnv): unknown {
   const policy = readPolicy(o);
   const autoscale = resolveAutoscale(o.autoscale);
   const allowMixedModels = o.allowMixedModels === undefined ? false : checkBoolean(o.allowMixedModels, "allowMixedModels");
-  let bucketCount = autoBucketCount(0);
+  // Created empty, a group can grow to its autoscale maxMembers: size for that, so each member
+  // keeps >= 1,024 buckets (the count is fixed for the group's life; 65,536 at least).
+  let bucketCount = autoBucketCount(autoscale.maxMembers);
   if (o.bucketCount !== undefined) {
     bucketCount = checkInteger(o.bucketCount, "bucketCount", ORCHESTRATOR_LIMITS.bucketCountMin, ORCHESTRATOR_LIMITS.bucketCountMax);
     if (!isPowerOfTwo(bucketCount)) throw invalid("bucketCount", `must be a power of two, got ${bucketCount}`);
@@ -1286,7 +1288,7 @@ function healthTick(d: Draft, input: unknown): unknown {
   for (const s of [...obs.silent].sort((x, y) => (x.appliance < y.appliance ? -1 : 1))) {
     const m = d.member(s.appliance);
     if (m === undefined || !WATCHED_STATES.includes(m.state)) continue;
-    failMember(d, s.appliance, `silent for ${s.silentMs} ms`);
+    failMember(d, s.appliance, `silent for ${Math.round(s.silentMs)} ms`);
     summary.down.push(s.appliance);
     if (s.newlySuppressed) {
       d.event("member.suppressed", `${s.appliance} flaps (penalty ${Math.round(s.penalty)}): held DOWN until the penalty decays`, {

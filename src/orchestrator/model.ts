@@ -148,6 +148,13 @@ export interface UpgradeState {
   current: { appliance: string; step: UpgradeStep; since: string } | null;
 }
 
+/** Connection-table capacity from memory: 2% of it at 64 bytes per connection, within bounds. */
+export const CAPACITY_MIN = 1 << 16;
+export const CAPACITY_MAX = 1 << 20;
+export function capacityOfMemory(memoryMb: number): number {
+  return Math.min(CAPACITY_MAX, Math.max(CAPACITY_MIN, Math.floor((memoryMb * 1024 * 1024 * 0.02) / 64)));
+}
+
 /** The version members are being moved to. */
 export function upgradeGoalOf(u: UpgradeState): string {
   return u.direction === "back" ? u.fromVersion : u.targetVersion;

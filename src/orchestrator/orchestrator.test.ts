@@ -146,6 +146,17 @@ describe("consistency", () => {
   });
 });
 
+describe("bucket count", () => {
+  it("follows the member count the group may reach: >= 1,024 buckets per member up to autoscale maxMembers, 65,536 at least", () => {
+    const h = new MemoryHarness({ seedSource: () => SEED });
+    const count = (name: string, autoscale?: Record<string, unknown>): number =>
+      (h.ok("sg.create", { name, ...(autoscale ? { autoscale } : {}) }) as { bucketCount: number }).bucketCount;
+    expect(count("small")).toBe(65_536);
+    expect(count("big", { maxMembers: 100 })).toBe(131_072);
+    expect(count("huge", { maxMembers: 1000 })).toBe(1_048_576);
+  });
+});
+
 describe("inventory and groups", () => {
   it("refuses duplicates, unknown names and removal of assigned appliances", () => {
     const h = withMembers(1);

@@ -34,6 +34,7 @@ import type { Detection } from "./failure-detection.js";
 import { CapacityEstimator, type CapacityEstimate } from "./capacity-weights.js";
 import { HealthTracker, type HealthInput } from "./health.js";
 import {
+  capacityOfMemory,
   changesOfGroup,
   checkModelInvariants,
   compareIds,
@@ -145,6 +146,8 @@ export interface MemberView {
   detection: Detection;
   /** Measured packets per CPU-second (per core) and the samples behind it (capacity-weights.ts). */
   capacity: CapacityEstimate;
+  /** Connections its table holds: capacityOfMemory(memoryMb) (2% of memory at 64 B each, 65,536..1,048,576). */
+  tableCapacity: number;
 }
 
 export interface TransitionView {
@@ -603,6 +606,7 @@ export class ControlPlaneView {
         load: this.cp.loadOf(m.appliance),
         detection: this.cp.health.detectionOf(m.appliance),
         capacity: this.cp.capacity.estimateOf(m.appliance),
+        tableCapacity: capacityOfMemory(a.memoryMb),
       };
     });
   }

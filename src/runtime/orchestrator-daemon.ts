@@ -34,6 +34,7 @@ import { openStore, type AuditRecord, type EventRecord, type Leadership, type Mu
 import { parseIp, formatIp } from "../packet/addr.js";
 import { Autoscaler, type AutoscaleGroupInput, type SpareAppliance } from "../orchestrator/autoscaler.js";
 import { UpgradeRunner, type UpgradeStatusView } from "./upgrade-runner.js";
+import { capacityOfMemory } from "../orchestrator/model.js";
 import { CapacityRunner } from "./capacity-runner.js";
 import { measuredDownAfterMsOf } from "../orchestrator/failure-detection.js";
 import { resolveHealthOptions } from "../orchestrator/health.js";
@@ -111,12 +112,7 @@ interface ClusterIdentity {
   key: string; // base64, 32 bytes
 }
 
-/** Connection-table capacity from memory: 2% of it at 64 bytes per connection, within bounds. */
-export const CAPACITY_MIN = 1 << 16;
-export const CAPACITY_MAX = 1 << 20;
-export function capacityOfMemory(memoryMb: number): number {
-  return Math.min(CAPACITY_MAX, Math.max(CAPACITY_MIN, Math.floor((memoryMb * 1024 * 1024 * 0.02) / 64)));
-}
+export { CAPACITY_MAX, CAPACITY_MIN, capacityOfMemory } from "../orchestrator/model.js";
 
 /**
  * The control plane's options: a fresh secure seed source, and failure detection from the
