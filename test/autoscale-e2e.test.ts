@@ -25,7 +25,7 @@
 // with a message otherwise. Takes the lab lock (test/fixtures/lab-lock.ts).
 
 import { createHash, randomBytes } from "node:crypto";
-import { createReadStream, mkdtempSync, rmSync, statSync, writeFileSync } from "node:fs";
+import { mkdtempSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { performance } from "node:perf_hooks";
@@ -36,6 +36,7 @@ import type { TandemClient } from "../src/api/client.js";
 import type { AutoscaleView } from "../src/api/types.js";
 import { GROUP_DEFAULT, LocalCluster, waitUntil } from "../src/runtime/local-cluster.js";
 import { acquireLabLock } from "./fixtures/lab-lock.js";
+import { collect, sha256File, type Exited } from "./fixtures/processes.js";
 
 const isRoot = process.getuid?.() === 0;
 if (!isRoot) console.warn("autoscale e2e SKIPPED: needs root for network namespaces (CI runs as root)");
@@ -58,30 +59,8 @@ const DOWNLOAD_BYTES = 8 * 1024 * 1024;
 const DOWNLOAD_RATE = "1M";
 const DOWNLOAD_LEAD_S = 3;
 
-interface Exited {
-  code: number | null;
-  stdout: string;
-  stderr: string;
-  endedAtMs: number;
-}
 
-function collect(child: ChildProcess): Promise<Exited> {
-  let stdout = "";
-  let stderr = "";
-  child.stdout?.on("data", (d: Buffer) => (stdout += d.toString()));
-  child.stderr?.on("data", (d: Buffer) => (stderr += d.toString()));
-  return new Promise((resolve) => child.on("exit", (code) => resolve({ code, stdout, stderr, endedAtMs: performance.now() })));
-}
 
-function sha256File(path: string): Promise<string> {
-  return new Promise((resolve, reject) => {
-    const h = createHash("sha256");
-    createReadStream(path)
-      .on("data", (d) => h.update(d))
-      .on("end", () => resolve(h.digest("hex")))
-      .on("error", reject);
-  });
-}
 
 const seconds = (ms: number): number => Math.round(ms / 100) / 10;
 

@@ -15,7 +15,7 @@
 // the file takes the lab lock (test/fixtures/lab-lock.ts).
 
 import { createHash, randomBytes } from "node:crypto";
-import { createReadStream, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { performance } from "node:perf_hooks";
@@ -26,6 +26,7 @@ import { decodeRoles } from "../src/orchestrator/transitions.js";
 import { GROUP_DEFAULT, LocalCluster, waitUntil } from "../src/runtime/local-cluster.js";
 import type { DistributorStats } from "../src/runtime/distributor-core.js";
 import { acquireLabLock } from "./fixtures/lab-lock.js";
+import { collect, sha256File, type Exited } from "./fixtures/processes.js";
 
 const isRoot = process.getuid?.() === 0;
 if (!isRoot) console.warn("cluster e2e SKIPPED: needs root for network namespaces (CI runs as root)");
@@ -38,29 +39,8 @@ const FILE_BYTES = 50 * 1024 * 1024;
 const CURL_RATE = "12M";
 const FAILOVER_MS_MAX = 300;
 
-interface Exited {
-  code: number | null;
-  stdout: string;
-  stderr: string;
-}
 
-function collect(child: ChildProcess): Promise<Exited> {
-  let stdout = "";
-  let stderr = "";
-  child.stdout?.on("data", (d: Buffer) => (stdout += d.toString()));
-  child.stderr?.on("data", (d: Buffer) => (stderr += d.toString()));
-  return new Promise((resolve) => child.on("exit", (code) => resolve({ code, stdout, stderr })));
-}
 
-function sha256File(path: string): Promise<string> {
-  return new Promise((resolve, reject) => {
-    const h = createHash("sha256");
-    createReadStream(path)
-      .on("data", (d) => h.update(d))
-      .on("end", () => resolve(h.digest("hex")))
-      .on("error", reject);
-  });
-}
 
 describe.skipIf(!isRoot)("the running cluster (lab, 3 members in their own namespaces)", () => {
   let release: (() => void) | null = null;

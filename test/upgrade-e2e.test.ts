@@ -13,7 +13,7 @@
 // Needs root (network namespaces), iperf3 and curl; skipped otherwise. Takes the lab lock.
 
 import { createHash, randomBytes } from "node:crypto";
-import { cpSync, createReadStream, mkdirSync, mkdtempSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
+import { cpSync, mkdirSync, mkdtempSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { performance } from "node:perf_hooks";
@@ -23,6 +23,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { GROUP_DEFAULT, LocalCluster, SOFTWARE_VERSION, waitUntil } from "../src/runtime/local-cluster.js";
 import { softwareRoot } from "../src/version.js";
 import { acquireLabLock } from "./fixtures/lab-lock.js";
+import { collect, sha256File } from "./fixtures/processes.js";
 
 const isRoot = process.getuid?.() === 0;
 if (!isRoot) console.warn("upgrade e2e SKIPPED: needs root for network namespaces (CI runs as root)");
@@ -32,30 +33,8 @@ const HTTP_PORT = 8080;
 const FILE_BYTES = 28 * 1024 * 1024;
 const NEXT = `${SOFTWARE_VERSION}-next`;
 
-interface Exited {
-  code: number | null;
-  stdout: string;
-  stderr: string;
-  atMs: number;
-}
 
-function collect(child: ChildProcess): Promise<Exited> {
-  let stdout = "";
-  let stderr = "";
-  child.stdout?.on("data", (d: Buffer) => (stdout += d.toString()));
-  child.stderr?.on("data", (d: Buffer) => (stderr += d.toString()));
-  return new Promise((resolve) => child.on("exit", (code) => resolve({ code, stdout, stderr, atMs: performance.now() })));
-}
 
-function sha256File(path: string): Promise<string> {
-  return new Promise((resolve, reject) => {
-    const h = createHash("sha256");
-    createReadStream(path)
-      .on("data", (d) => h.update(d))
-      .on("end", () => resolve(h.digest("hex")))
-      .on("error", reject);
-  });
-}
 
 /** This build, installed again as release NEXT: dist/src copied, node_modules shared. */
 function installNextRelease(dir: string): string {
@@ -164,8 +143,8 @@ describe.skipIf(!isRoot)("rolling upgrade (lab, 3 members in their own namespace
 
     const [c, i] = await Promise.all([curl, iperf]);
     // The transfers outlived the upgrade: they really crossed every member's drain and rejoin.
-    expect(c.atMs).toBeGreaterThan(startedAt + upgradeMs);
-    expect(i.atMs).toBeGreaterThan(startedAt + upgradeMs);
+    expect(c.endedAtMs).toBeGreaterThan(startedAt + upgradeMs);
+    expect(i.endedAtMs).toBeGreaterThan(startedAt + upgradeMs);
     expect(c.stderr).toBe("");
     expect(c.code).toBe(0);
     expect(await sha256File(out)).toBe(fileSha);
