@@ -48,6 +48,7 @@ export function createMetrics(d: OrchestratorDaemon): Metrics {
     corrections: counter("tandem_member_corrections_total", "Packets forwarded to their bucket's owner (correction)", GM),
     syncLag: gauge("tandem_member_sync_lag_seconds", "Age of the oldest sync record its backup has not acknowledged", GM),
     syncSent: counter("tandem_member_sync_records_sent_total", "HyperSync records sent", GM),
+    syncDatagrams: counter("tandem_member_sync_datagrams_sent_total", "HyperSync datagrams sent (records per datagram: the batching)", GM),
     syncApplied: counter("tandem_member_sync_records_applied_total", "HyperSync records applied", GM),
     badDatagrams: counter("tandem_member_sync_bad_datagrams_total", "Sync datagrams dropped (authentication, stale epoch)", GM),
     distributorUtilization: gauge("tandem_distributor_utilization", "Busy time / wall time of the distributor's thread over its last load sample, 0..1", []),
@@ -103,6 +104,7 @@ export function createMetrics(d: OrchestratorDaemon): Metrics {
         if (c.corrections !== null) m.corrections.inc(l, c.corrections);
         if (c.syncLagMs !== null) m.syncLag.set(l, c.syncLagMs / 1000);
         if (c.syncRecordsSent !== null) m.syncSent.inc(l, c.syncRecordsSent);
+        if (c.syncDatagramsSent !== null) m.syncDatagrams.inc(l, c.syncDatagramsSent);
         if (c.syncRecordsApplied !== null) m.syncApplied.inc(l, c.syncRecordsApplied);
         if (c.badDatagrams !== null) m.badDatagrams.inc(l, c.badDatagrams);
       }

@@ -162,6 +162,7 @@ const COUNTERS = object({
   corrections: COUNT,
   syncLagMs: { type: "number", minimum: 0, maximum: 1e12 },
   syncRecordsSent: COUNT,
+  syncDatagramsSent: COUNT,
   syncRecordsApplied: COUNT,
   badDatagrams: COUNT,
   reprotectMs: { type: "number", minimum: 0, maximum: 1e12 },

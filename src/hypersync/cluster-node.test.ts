@@ -509,6 +509,27 @@ describe("ClusterNode: ownership and replication", () => {
     backup.verifyBookkeeping();
   });
 
+  it("batches: handshakes completed within the flush interval share datagrams (records per datagram > 1)", () => {
+    const cluster = twoNodes(SEED + 17);
+    const prng = new Prng(SEED + 17);
+    const owner = cluster.node("a");
+    const convos: TimedFrame[][] = [];
+    while (convos.length < 40) {
+      const c = tcpConversation(prng, 0);
+      if (ownerOf(cluster.epoch!, bucketOfFrame(c[0]!.frame)) === owner.name) convos.push(c);
+    }
+    for (const c of convos) deliverAll(cluster, c.slice(0, 2), 0);
+    const before = { records: owner.counters.syncRecordsSent, datagrams: owner.counters.syncDatagramsSent };
+    // 40 completing ACKs inside one millisecond: 40 urgent records, a handful of datagrams.
+    for (const c of convos) deliverAll(cluster, c.slice(2, 3), 0);
+    cluster.run(FLUSH_INTERVAL_MS + 0.5);
+    const records = owner.counters.syncRecordsSent - before.records;
+    const datagrams = owner.counters.syncDatagramsSent - before.datagrams;
+    expect(records).toBe(40);
+    expect(datagrams).toBeGreaterThan(0);
+    expect(records / datagrams).toBeGreaterThan(5);
+  });
+
   it("converges under 20% seeded sync loss", () => {
     const cluster = twoNodes(SEED + 5);
     cluster.loss = 0.2;

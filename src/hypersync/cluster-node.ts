@@ -285,6 +285,8 @@ function newCounters() {
     promotedConnections: 0,
     /** Records enqueued to peers (live and bulk, each target counted). */
     syncRecordsSent: 0,
+    /** Sealed datagrams handed to the transport (records per datagram = the batching). */
+    syncDatagramsSent: 0,
     createsSent: 0,
     updatesSent: 0,
     deletesSent: 0,
@@ -718,6 +720,7 @@ export class ClusterNode {
       const link = new PeerLink(index, name, memberId);
       const port: ChannelPort = {
         send: (bytes, offset, length) => {
+          this.counters.syncDatagramsSent++;
           this.outbox.push({ to: name, bytes: bytes.slice(offset, offset + length) });
         },
         deliver: (record) => this.onRecord(link, record),

@@ -1318,6 +1318,7 @@ export class MemberDaemon {
       drops,
       corrections: node.counters.corrections,
       syncRecordsSent: node.counters.syncRecordsSent,
+      syncDatagramsSent: node.counters.syncDatagramsSent,
       syncRecordsApplied: node.counters.syncRecordsApplied,
       badDatagrams: node.counters.badDatagrams,
       syncLagMs: Math.round(node.syncLagMs(performance.now()) * 10) / 10,

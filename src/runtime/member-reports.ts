@@ -23,6 +23,8 @@ export interface MemberCountersInput {
   /** Age of the oldest sync record not yet acknowledged by its backup. */
   syncLagMs?: number;
   syncRecordsSent?: number;
+  /** HyperSync datagrams sent (records / datagrams: how full the batching makes them). */
+  syncDatagramsSent?: number;
   syncRecordsApplied?: number;
   badDatagrams?: number;
   /** Time the last re-protection after a failure took. */
@@ -35,6 +37,7 @@ export interface MemberCounters {
   corrections: number | null;
   syncLagMs: number | null;
   syncRecordsSent: number | null;
+  syncDatagramsSent: number | null;
   syncRecordsApplied: number | null;
   badDatagrams: number | null;
   reprotectMs: number | null;
@@ -92,6 +95,7 @@ export class MemberReports {
       corrections: input.corrections ?? null,
       syncLagMs: input.syncLagMs ?? null,
       syncRecordsSent: input.syncRecordsSent ?? null,
+      syncDatagramsSent: input.syncDatagramsSent ?? null,
       syncRecordsApplied: input.syncRecordsApplied ?? null,
       badDatagrams: input.badDatagrams ?? null,
       reprotectMs: input.reprotectMs ?? null,
