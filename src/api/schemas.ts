@@ -156,7 +156,8 @@ export const TOKEN_CREATE = object({ name: NAME, role: { type: "string", enum: [
 
 // ---- member reports -----------------------------------------------------------------------
 
-const COUNTERS = object({
+const COUNTERS = object(
+  {
   packets: COUNT,
   drops: { type: "object", maxProperties: 64, propertyNames: { type: "string", maxLength: 64 }, additionalProperties: COUNT },
   corrections: COUNT,
@@ -166,8 +167,14 @@ const COUNTERS = object({
   syncRecordsApplied: COUNT,
   badDatagrams: COUNT,
   reprotectMs: { type: "number", minimum: 0, maximum: 1e12 },
-});
-export const HEARTBEAT = object({
+},
+  [],
+  // A newer member (rolling upgrade: members may move before the orchestrator) may report
+  // counters this orchestrator does not know: accepted and ignored, within a bound.
+  { additionalProperties: true, maxProperties: 64 },
+);
+export const HEARTBEAT = object(
+  {
   epoch: COUNT,
   policyRevision: COUNT,
   cpuPct: { type: "number", minimum: 0, maximum: 100_000 },
@@ -195,7 +202,12 @@ export const HEARTBEAT = object({
     ["min", "max"],
     { description: "HyperSync protocol versions the member reads (min <= max)" },
   ),
-});
+},
+  [],
+  // Fields of a newer member (rolling upgrade) are accepted and ignored, within a bound: the
+  // orchestrator reads only the fields above, each checked.
+  { additionalProperties: true, maxProperties: 64 },
+);
 const HELD_CONNECTION = object(
   {
     bucket: { type: "integer", minimum: 0, maximum: BUCKET_COUNT_MAX - 1 },

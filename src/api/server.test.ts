@@ -183,6 +183,14 @@ describe("resources", () => {
     expect(metrics.body).toContain("tandem_group_epoch{group=\"web\"} 1");
   });
 
+  it("accepts heartbeats from a newer member with fields it does not know (ignored), and still checks the ones it knows", async () => {
+    const newer = await call("POST", "/api/members/a1/heartbeat", tokens.member, { epoch: 1, cpuPct: 3, futureField: { x: 1 }, counters: { packets: 10, futureCounter: 7 } });
+    expect(newer.status).toBe(200);
+    expect(newer.json).toMatchObject({ appliance: "a1", refused: null });
+    const bad = await call("POST", "/api/members/a1/heartbeat", tokens.member, { cpuPct: -1, futureField: 1 });
+    expect(bad.status).toBe(400);
+  });
+
   it("finds a connection's owner and backup", async () => {
     const r = await call("GET", "/api/connections?src=198.18.0.1&dst=198.19.0.1&srcPort=40000&dstPort=443", tokens.monitor);
     expect(r.status).toBe(200);
