@@ -123,6 +123,8 @@ describe.skipIf(!HAVE_CHROMIUM)("web UI in chromium over a 3-member local cluste
     await signIn(cluster.adminToken!);
     await page.locator('tr[data-group="default"]').waitFor({ timeout: 10_000 });
     await page.locator("table.pool, section >> text=The pool is empty").first().waitFor();
+    // The distributor's load, as the orchestrator measures it (the generator keeps it busy).
+    await expect.poll(() => page.locator('[data-testid="distributor-load"]').textContent(), { timeout: SHOW_MS }).toMatch(/Distributor: [\d.,]+% busy, [\d,]+ frames\/s/);
     await shot("overview");
     await page.getByRole("link", { name: "default", exact: true }).first().click();
     await expect.poll(() => page.locator('tr[data-appliance][data-state="UP"]').count(), { timeout: SHOW_MS }).toBe(3);

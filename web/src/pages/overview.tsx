@@ -17,6 +17,11 @@ export function OverviewPage(props: { session: Session; state: LiveState }) {
     <>
       <h1>Overview</h1>
       {snap.distributor?.limited === true && <DistributorLimited load={snap.distributor} />}
+      {snap.distributor !== undefined && snap.distributor !== null && snap.distributor.utilization !== null && (
+        <p class="muted" data-testid="distributor-load">
+          Distributor: {num(snap.distributor.utilization * 100)}% busy, {num(snap.distributor.framesPerSec ?? 0)} frames/s.
+        </p>
+      )}
       <section aria-labelledby="groups-h">
         <h2 id="groups-h">Security groups</h2>
         {snap.groups.length === 0 ? (
