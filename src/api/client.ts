@@ -274,7 +274,7 @@ export class TandemClient {
   heartbeat(appliance: string, report: HeartbeatInput): Promise<HeartbeatAnswer> {
     return this.request("POST", `/api/members/${seg(appliance)}/heartbeat`, { body: report });
   }
-  reportFills(appliance: string, report: { epoch: number; buckets: number[] }): Promise<{ accepted: number; complete: boolean; progress: number }> {
+  reportFills(appliance: string, report: { epoch: number; buckets: number[] }): Promise<{ accepted: number; complete: boolean; progress: number; awaitingEpoch: number | null }> {
     return this.request("POST", `/api/members/${seg(appliance)}/fills`, { body: report });
   }
   reportVerify(appliance: string, report: { id: number; bucketsChecked: number; mismatched: number[] }): Promise<VerifyView> {

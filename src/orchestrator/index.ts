@@ -11,6 +11,7 @@ export {
   type ChangesView,
   type ControlPlaneOptions,
   type Distribution,
+  type FillAnswer,
   type FillReport,
   type FlowLocation,
   type FlowQuery,

@@ -100,6 +100,14 @@ export interface HeartbeatReport {
   rttMs?: number;
 }
 
+/** The answer to a fill report. */
+export interface FillAnswer {
+  accepted: number;
+  complete: boolean;
+  progress: number;
+  awaitingEpoch: number | null;
+}
+
 export interface FillReport {
   appliance: string;
   /** Epoch the fills ran under (reports of another epoch are stale and ignored). */
@@ -393,14 +401,19 @@ export class ControlPlane {
   }
 
   /** A member reports buckets it now holds for the running fill. Soft state; flips happen at the next tick. */
-  fillReport(report: FillReport, nowMs: number): { accepted: number; complete: boolean; progress: number } {
+  /**
+   * Confirms a member's fills. awaitingEpoch is the epoch fills are confirmed under now (null: no
+   * fill phase): a member that reported under an older epoch (a bulk that reached it before its
+   * own epoch moved on) reports those buckets again once it runs that epoch (fill-reporter.ts).
+   */
+  fillReport(report: FillReport, nowMs: number): FillAnswer {
     const member = this.model.members.get(report.appliance);
-    if (member === undefined) return { accepted: 0, complete: false, progress: 0 };
+    if (member === undefined) return { accepted: 0, complete: false, progress: 0, awaitingEpoch: null };
     const g = this.model.groups.get(member.group)!;
     const fp = this.fillProgressOf(g, nowMs);
-    if (fp === null) return { accepted: 0, complete: false, progress: 0 };
+    if (fp === null) return { accepted: 0, complete: false, progress: 0, awaitingEpoch: null };
     const accepted = fp.confirm(report.appliance, report.epoch, report.buckets);
-    return { accepted, complete: fp.complete, progress: fp.progress };
+    return { accepted, complete: fp.complete, progress: fp.progress, awaitingEpoch: fp.epoch };
   }
 
   // ---- internals shared with the view ----------------------------------------------------------

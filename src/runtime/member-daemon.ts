@@ -42,6 +42,7 @@ import { ErrorCode, TandemError } from "../stdx/errors.js";
 import type { MemberCountersInput } from "./member-reports.js";
 import { HeartbeatThread } from "./heartbeat-thread.js";
 import { switchRelease } from "./releases.js";
+import { FillReporter } from "./fill-reporter.js";
 import { softwareVersion } from "../version.js";
 import type { DistributionDocument, HeartbeatInput } from "./orchestrator-daemon.js";
 import { MATCHES_MAX, type ConnectionFilter, type HeldConnection } from "./connection-queries.js";
@@ -434,8 +435,7 @@ export class MemberDaemon {
   /** Highest epoch a frame header announced (one fetch per new number). */
   private epochWanted = 0;
   private transitionKey = "";
-  private readonly pendingFills = new Set<number>();
-  private fillsInFlight = false;
+  private readonly fills = new FillReporter();
   private verifyRun: VerifyRun | null = null;
   private verifyPumping = false;
   private readonly queriesAnswered = new Set<number>();
@@ -726,7 +726,7 @@ export class MemberDaemon {
     this.peerSync = new Map();
     this.dataPeers = [];
     this.syncPeers = [];
-    this.pendingFills.clear();
+    this.fills.reset();
     if (this.tickTimer !== null) clearTimeout(this.tickTimer);
     this.tickTimer = null;
     this.tickAtMs = Infinity;
@@ -1151,7 +1151,7 @@ export class MemberDaemon {
       outbox.length = 0;
     }
     if (node.filled.size > 0) {
-      for (const b of node.filled) this.pendingFills.add(b);
+      this.fills.add(node.filled);
       node.filled.clear();
       this.flushFills();
     }
@@ -1184,22 +1184,19 @@ export class MemberDaemon {
 
   private flushFills(): void {
     const node = this.node;
-    if (this.fillsInFlight || this.pendingFills.size === 0 || node === null || this.stopped) return;
-    const buckets = [...this.pendingFills].sort((a, b) => a - b);
-    this.pendingFills.clear();
-    this.fillsInFlight = true;
-    const report = { epoch: node.epoch, buckets };
+    if (node === null || this.stopped) return;
+    const report = this.fills.take(node.epoch);
+    if (report === null) return;
     this.control.reportFills(report).then(
-      () => {
-        this.fillsInFlight = false;
+      (answer) => {
+        this.fills.answered(report, answer);
         this.counters.fillReports++;
         this.flushFills();
       },
       (error: unknown) => {
-        this.fillsInFlight = false;
-        // Kept for the next heartbeat, unless the node changed meanwhile (its fills are its own).
-        if (this.node === node) for (const b of buckets) this.pendingFills.add(b);
-        this.logRepeated("fills", "fill report failed; retrying at the next heartbeat", error, { buckets: buckets.length });
+        // Kept for the next heartbeat (dropped if the node changed meanwhile: its fills are its own).
+        this.fills.failed(report);
+        this.logRepeated("fills", "fill report failed; retrying at the next heartbeat", error, { buckets: report.buckets.length });
       },
     );
   }

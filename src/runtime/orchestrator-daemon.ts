@@ -24,7 +24,7 @@ import { join } from "node:path";
 import { performance } from "node:perf_hooks";
 import { randomBytes, randomInt } from "node:crypto";
 import { pino, type Logger } from "pino";
-import { ControlPlane, type ControlPlaneOptions, type Effect, type FlowLocation, type PreparedStep, type QueuedCommand } from "../orchestrator/index.js";
+import { ControlPlane, type ControlPlaneOptions, type Effect, type FillAnswer, type FlowLocation, type PreparedStep, type QueuedCommand } from "../orchestrator/index.js";
 import type { OperatorCommand } from "../orchestrator/index.js";
 import { awaitedPhaseOf, encodeRoles, planOf } from "../orchestrator/transitions.js";
 import { checkName } from "../orchestrator/model.js";
@@ -973,7 +973,7 @@ export class OrchestratorDaemon {
     return this.upgrades.status(group);
   }
 
-  fillReport(appliance: string, report: { epoch: number; buckets: number[] }): { accepted: number; complete: boolean; progress: number } {
+  fillReport(appliance: string, report: { epoch: number; buckets: number[] }): FillAnswer {
     const cp = this.controlPlane;
     this.requireAppliance(appliance);
     const result = cp.fillReport({ appliance, epoch: report.epoch, buckets: report.buckets }, this.clock.nowMs());
