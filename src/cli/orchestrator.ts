@@ -56,7 +56,7 @@ export function registerOrchestrator(program: Command): void {
     .option("--new-admin-token", "replace the admin token (when DATA_DIR/admin-token was lost)")
     .option("--heartbeat-interval-ms <ms>", "expected member heartbeat period")
     .option("--down-after-ms <ms>", "a member silent this long is DOWN (the floor: a member whose heartbeats measure a slow link gets longer)")
-    .option("--fill-timeout-ms <ms>", "a make-before-break fill must complete within this long")
+    .option("--fill-timeout-ms <ms>", "a fill phase times out after this long without a confirmed fill (10 times this after its start at the latest)")
     .option("--vxlan-listen <a.b.c.d:port>", "run the distributor: where the sites' VXLAN arrives (port 0: any free port)")
     .option("--member-link-listen <a.b.c.d:port>", "with --vxlan-listen: where members send and receive frames (default: the VXLAN address, any port)")
     .action(async (flags: OrchestratorFlags) => {

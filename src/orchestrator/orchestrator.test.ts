@@ -337,6 +337,42 @@ describe("staged changes", () => {
     expect(h.store.events.map((e) => e.kind)).toContain("transition.rolled-back");
     expect(h.cp.view().distribution("sg1")!.fills.size).toBe(0);
   });
+
+  it("a fill that keeps progressing is not cut off: it times out 5 s after its last confirmed fill, and at 10 x 5 s at the latest", () => {
+    const joinWithTimeout = (): { h: MemoryHarness; buckets: number[] } => {
+      const h = new MemoryHarness({ seedSource: () => SEED, fillTimeoutMs: 5_000 });
+      h.ok("sg.create", { name: "sg1", bucketCount: BUCKETS });
+      for (const id of ["a1", "a2", "a3"]) h.ok("appliance.add", appliance(id));
+      h.ok("sg.assign", { group: "sg1", appliance: "a1" });
+      h.ok("sg.assign", { group: "sg1", appliance: "a2" });
+      h.ok("changes.apply", { group: "sg1" });
+      h.ok("sg.assign", { group: "sg1", appliance: "a3" });
+      h.ok("changes.apply", { group: "sg1" });
+      return { h, buckets: [...h.cp.view().distribution("sg1")!.fills.keys()] };
+    };
+    // One bucket confirmed every 4 s: alive at 20 s (four timeouts after its start).
+    const slow = joinWithTimeout();
+    for (let i = 0; i < 5; i++) {
+      liveFor(slow.h, 4_000);
+      expect(slow.h.cp.fillReport({ appliance: "a3", epoch: 1, buckets: [slow.buckets[i]!] }, slow.h.nowMs).accepted).toBe(1);
+    }
+    expect(slow.h.cp.view().transition("sg1", slow.h.nowMs)).toMatchObject({ kind: "join", timesOutInMs: 5_000 });
+    // Then nothing: timed out 5 s after the last progress, not before.
+    liveFor(slow.h, 4_950);
+    expect(slow.h.cp.view().transition("sg1")).not.toBeNull();
+    liveFor(slow.h, 100);
+    expect(slow.h.cp.view().transition("sg1")).toBeNull();
+    expect(slow.h.store.events.map((e) => e.kind)).toContain("transition.rolled-back");
+    // Progress every 4 s forever: cut off at 50 s all the same.
+    const endless = joinWithTimeout();
+    let i = 0;
+    while (endless.h.cp.view().transition("sg1") !== null) {
+      liveFor(endless.h, 4_000);
+      endless.h.cp.fillReport({ appliance: "a3", epoch: 1, buckets: [endless.buckets[i++]!] }, endless.h.nowMs);
+      expect(i).toBeLessThan(20);
+    }
+    expect(i).toBe(13); // 13 x 4 s = 52 s: timed out during the 13th wait, at 50 s
+  });
 });
 
 describe("health", () => {

@@ -170,7 +170,10 @@ export interface TransitionView {
   /** 0..1, for progress bars. */
   progress: number;
   elapsedMs: number | null;
+  /** Time allowed without a confirmed fill (the phase times out that long after its last progress). */
   timeoutMs: number;
+  /** When the phase times out if nothing more is confirmed (null: not known yet). */
+  timesOutInMs: number | null;
   joining: string[];
   leaving: string[];
   dead: string | null;
@@ -364,7 +367,7 @@ export class ControlPlane {
     };
     for (const g of this.model.groups.values()) {
       const fp = this.fillProgressOf(g, nowMs);
-      if (fp !== null) consider(fp.startedAtMs + this.fillTimeoutMs);
+      if (fp !== null) consider(fp.deadlineMs(this.fillTimeoutMs));
     }
     for (const a of this.model.appliances.keys()) consider(this.health.damper.releaseAtMs(a));
     return next;
@@ -412,7 +415,7 @@ export class ControlPlane {
     const g = this.model.groups.get(member.group)!;
     const fp = this.fillProgressOf(g, nowMs);
     if (fp === null) return { accepted: 0, complete: false, progress: 0, awaitingEpoch: null };
-    const accepted = fp.confirm(report.appliance, report.epoch, report.buckets);
+    const accepted = fp.confirm(report.appliance, report.epoch, report.buckets, nowMs);
     return { accepted, complete: fp.complete, progress: fp.progress, awaitingEpoch: fp.epoch };
   }
 
@@ -479,7 +482,7 @@ export class ControlPlane {
       const fp = this.fillProgressOf(g, nowMs);
       if (fp === null) continue;
       if (fp.complete) obs.fillsComplete.push({ group: g.name, seq: fp.seq });
-      else if (nowMs - fp.startedAtMs >= this.fillTimeoutMs) obs.fillsTimedOut.push({ group: g.name, seq: fp.seq, elapsedMs: nowMs - fp.startedAtMs });
+      else if (nowMs >= fp.deadlineMs(this.fillTimeoutMs)) obs.fillsTimedOut.push({ group: g.name, seq: fp.seq, elapsedMs: nowMs - fp.startedAtMs });
     }
     obs.silent.sort((a, b) => compareIds(a.appliance, b.appliance));
     obs.recovered.sort(compareIds);
@@ -515,7 +518,7 @@ export class ControlPlane {
         }
         case "fill-restart": {
           const fp = this.fills.get(u.group);
-          if (fp !== undefined && fp.seq === u.seq) fp.startedAtMs = nowMs;
+          if (fp !== undefined && fp.seq === u.seq) fp.restart(nowMs);
           break;
         }
         case "fill-end":
@@ -664,6 +667,7 @@ export class ControlPlaneView {
       progress: total === 0 ? 1 : confirmed / total,
       elapsedMs: fp === null || nowMs === null ? null : nowMs - fp.startedAtMs,
       timeoutMs: this.cp.fillTimeoutMs,
+      timesOutInMs: fp === null || nowMs === null ? null : Math.max(0, fp.deadlineMs(this.cp.fillTimeoutMs) - nowMs),
       joining: t.joining.map((j) => j.appliance),
       leaving: t.leaving.map((l) => l.appliance),
       dead: t.dead,

@@ -15,8 +15,12 @@
 // owners whom to sync each bucket to, and when every pair is confirmed the plan's final table
 // routes and the transition is over (commands.ts completes it through the queue).
 //
-// Timeouts (fillTimeoutMs, from the phase's start): a make-before-break fill (join, drain,
-// weights) that does not complete in time is ABORTED AND ROLLED BACK: its fill phase never
+// Timeouts: a fill phase times out when no fill has been confirmed for fillTimeoutMs (from the
+// phase's start or its last confirmed fill), and at the latest FILL_TIMEOUT_CAP_FACTOR x
+// fillTimeoutMs after its start. So the time allowed follows the amount of state to move: a
+// large table that keeps filling is not cut off at a fixed time, and a stuck fill is found
+// as fast as before. A make-before-break fill (join, drain, weights) that times out is
+// ABORTED AND ROLLED BACK: its fill phase never
 // changed the routing table, so the group simply stays at the old epoch; the old table is
 // re-sent without a fill map (members drop the partial extra copies), joiners return to where
 // they came from, leavers are UP again, and the pending changes it consumed are pending again
@@ -41,9 +45,15 @@ import { assert } from "../stdx/assert.js";
 import type { SecurityGroup, TableRecord, TransitionRecord } from "./model.js";
 
 export const TRANSITION_DEFAULTS = {
-  /** A fill phase must complete within this long after it starts. */
+  /** A fill phase times out after this long without a fill confirmed (from its start, or its last progress). */
   fillTimeoutMs: 60_000,
 } as const;
+
+/**
+ * However steadily a fill progresses, it times out this many fill timeouts after its start
+ * (10 minutes with the default): a fill that moves one bucket a minute is stuck all the same.
+ */
+export const FILL_TIMEOUT_CAP_FACTOR = 10;
 
 // ---------------------------------------------------------------------------------------------
 // Tables as persisted values.
@@ -220,6 +230,8 @@ export class FillProgress {
   /** Epoch the fills run under: reports of any other epoch are stale. */
   readonly epoch: number;
   startedAtMs: number;
+  /** When the phase started or last confirmed a fill. */
+  lastProgressMs: number;
   private readonly flags = new Map<string, Uint8Array>();
 
   constructor(
@@ -232,6 +244,7 @@ export class FillProgress {
     const bucketCount = plan.from.table.bucketCount;
     this.epoch = routingTableOf(plan).epoch;
     this.startedAtMs = startedAtMs;
+    this.lastProgressMs = startedAtMs;
     let total = 0;
     for (const move of phase.moves) {
       for (const member of move.fillTo) {
@@ -257,8 +270,19 @@ export class FillProgress {
     return this.total === 0 ? 1 : this.confirmed / this.total;
   }
 
-  /** Records `member`'s report that it holds `buckets` in `epoch`; returns how many were newly confirmed. */
-  confirm(member: string, epoch: number, buckets: readonly number[]): number {
+  /** When this phase times out if nothing more is confirmed (see "Timeouts" above). */
+  deadlineMs(fillTimeoutMs: number): number {
+    return Math.min(this.lastProgressMs + fillTimeoutMs, this.startedAtMs + fillTimeoutMs * FILL_TIMEOUT_CAP_FACTOR);
+  }
+
+  /** The phase starts again (fills re-sent): both clocks restart. */
+  restart(nowMs: number): void {
+    this.startedAtMs = nowMs;
+    this.lastProgressMs = nowMs;
+  }
+
+  /** Records `member`'s report that it holds `buckets` in `epoch`; returns how many were newly confirmed (progress at nowMs). */
+  confirm(member: string, epoch: number, buckets: readonly number[], nowMs: number | null = null): number {
     if (epoch !== this.epoch) return 0;
     const flags = this.flags.get(member);
     if (flags === undefined) return 0;
@@ -270,6 +294,7 @@ export class FillProgress {
       newly++;
     }
     this.confirmed += newly;
+    if (newly > 0 && nowMs !== null) this.lastProgressMs = Math.max(this.lastProgressMs, nowMs);
     return newly;
   }
 
