@@ -28,7 +28,7 @@ import {
   writeLinkHeader,
   type NeighbourEntry,
 } from "./member-link.js";
-import { MemberDaemon, ipVersionOfFrame, type MemberControl, type MemberDistribution, type MemberHeartbeat, type MemberHeartbeatAnswer } from "./member-daemon.js";
+import { MemberDaemon, ipVersionOfFrame, tableCapacityOf, type MemberControl, type MemberDistribution, type MemberHeartbeat, type MemberHeartbeatAnswer } from "./member-daemon.js";
 
 const SEED = 0x5eed0005;
 const BUCKETS = 1024;
@@ -467,6 +467,17 @@ describe("MemberDaemon: two members over UDP on 127.0.0.1", () => {
     expect(m("m2").node!.protocolVersion).toBe(3);
     expect(m("m1").node!.protocolVersion).toBe(2);
     expect(m("m1").counters.distributionsRefused).toBe(0);
+  });
+});
+
+describe("tableCapacityOf", () => {
+  it("keeps the orchestrator's figure unless the machine has less memory than the appliance is registered with", () => {
+    const GiB = 2 ** 30;
+    expect(tableCapacityOf(1_048_576, 64 * GiB)).toBe(1_048_576);
+    expect(tableCapacityOf(4096, 64 * GiB)).toBe(4096);
+    // 1 GiB really: 2% of it at 64 B is 335,544 connections, whatever the inventory says.
+    expect(tableCapacityOf(1_048_576, GiB)).toBe(335_544);
+    expect(tableCapacityOf(1_048_576, 64 * 2 ** 20)).toBe(65_536); // never below the minimum
   });
 });
 

@@ -23,6 +23,7 @@
 // rate-limited, and retried at the next heartbeat). Clock: performance.now() (monotonic ms).
 
 import { createSocket, type RemoteInfo, type Socket } from "node:dgram";
+import { totalmem } from "node:os";
 import { performance } from "node:perf_hooks";
 import { pino, type Logger } from "pino";
 import { TandemClient } from "../api/client.js";
@@ -34,6 +35,7 @@ import { RouteTable } from "../engine/routing.js";
 import { CONN_STATE_NAMES, DROP_REASON_NAMES, Verdict } from "../engine/types.js";
 import { ClusterNode, FILL_TARGETS_MAX } from "../hypersync/cluster-node.js";
 import { inProtocolVersionRange, PROTOCOL_VERSIONS_DEFAULT, type ProtocolVersionRange } from "../hypersync/protocol-version.js";
+import { capacityOfMemory } from "../orchestrator/model.js";
 import { decodeRoles } from "../orchestrator/transitions.js";
 import { formatIp, formatIpv6, parseIpv4 } from "../packet/addr.js";
 import { LinkType } from "../packet/view.js";
@@ -309,6 +311,15 @@ export const VERIFY_SETTLE_MS = 400;
 /** HyperSync session: nonzero u32 that grows across restarts (100 ms steps since 2024). */
 export function sessionNow(): number {
   return Math.max(1, Math.floor((Date.now() - Date.UTC(2024, 0, 1)) / 100)) >>> 0;
+}
+
+/**
+ * The connection-table capacity a member builds: the orchestrator's figure (from the memory the
+ * appliance is registered with), never more than the same formula gives for the memory this
+ * machine really has, so a wrong inventory entry cannot size a table the machine cannot hold.
+ */
+export function tableCapacityOf(configured: number, machineMemoryBytes: number): number {
+  return Math.min(configured, capacityOfMemory(Math.floor(machineMemoryBytes / 2 ** 20)));
 }
 
 /** IP version (4, 6) of the Ethernet frame at buf[offset, end), 0 for anything else. Allocates nothing. */
@@ -646,8 +657,12 @@ export class MemberDaemon {
       this.dropNode();
       this.session = Math.max(sessionNow(), this.session + 1) >>> 0;
       const clusterKey = new Uint8Array(key.buffer, key.byteOffset, key.length).slice();
+      const capacity = tableCapacityOf(config.capacity, totalmem());
+      if (capacity < config.capacity) {
+        this.logger.warn({ configured: config.capacity, capacity, memoryMb: Math.floor(totalmem() / 2 ** 20) }, "connection table sized to this machine's memory: the appliance is registered with more memory than it has");
+      }
       this.node = new ClusterNode(
-        { name: this.appliance, memberId: config.memberId, clusterId: config.clusterId, clusterKey, hashSeed: config.hashSeed, capacity: config.capacity, ruleBase, routes, session: this.session, protocolVersions: this.options.hypersyncVersions },
+        { name: this.appliance, memberId: config.memberId, clusterId: config.clusterId, clusterKey, hashSeed: config.hashSeed, capacity, ruleBase, routes, session: this.session, protocolVersions: this.options.hypersyncVersions },
         performance.now(),
       );
       this.neighbourKey = neighbourKeyOf(clusterKey);
