@@ -24,8 +24,7 @@
 // Needs root (network namespaces), iproute2, iperf3 and curl (.ci/run installs them); skipped
 // with a message otherwise. Takes the lab lock (test/fixtures/lab-lock.ts).
 
-import { createHash, randomBytes } from "node:crypto";
-import { mkdtempSync, rmSync, statSync, writeFileSync } from "node:fs";
+import { mkdtempSync, rmSync, statSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { performance } from "node:perf_hooks";
@@ -36,7 +35,7 @@ import type { TandemClient } from "../src/api/client.js";
 import type { AutoscaleView } from "../src/api/types.js";
 import { GROUP_DEFAULT, LocalCluster, waitUntil } from "../src/runtime/local-cluster.js";
 import { acquireLabLock } from "./fixtures/lab-lock.js";
-import { collect, sha256File, type Exited } from "./fixtures/processes.js";
+import { collect, sha256File, writeRandomFile, type Exited } from "./fixtures/processes.js";
 
 const isRoot = process.getuid?.() === 0;
 if (!isRoot) console.warn("autoscale e2e SKIPPED: needs root for network namespaces (CI runs as root)");
@@ -79,9 +78,7 @@ describe.skipIf(!isRoot)("auto-scaling in the lab (2 members + 1 spare, each in 
     lab = await import("../src/lab/lab.js");
     dir = mkdtempSync(join(tmpdir(), "tandem-autoscale-e2e-"));
     const file = join(dir, "download.bin");
-    const bytes = randomBytes(DOWNLOAD_BYTES);
-    writeFileSync(file, bytes);
-    fileSha = createHash("sha256").update(bytes).digest("hex");
+    fileSha = writeRandomFile(file, DOWNLOAD_BYTES);
     cluster = new LocalCluster({
       dataDir: join(dir, "data"),
       members: 2,

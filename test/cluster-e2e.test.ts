@@ -14,7 +14,6 @@
 // Without root the suite is skipped with a message saying so. The lab is global to the machine:
 // the file takes the lab lock (test/fixtures/lab-lock.ts).
 
-import { createHash, randomBytes } from "node:crypto";
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -26,7 +25,7 @@ import { decodeRoles } from "../src/orchestrator/transitions.js";
 import { GROUP_DEFAULT, LocalCluster, waitUntil } from "../src/runtime/local-cluster.js";
 import type { DistributorStats } from "../src/runtime/distributor-core.js";
 import { acquireLabLock } from "./fixtures/lab-lock.js";
-import { collect, sha256File, type Exited } from "./fixtures/processes.js";
+import { collect, sha256File, writeRandomFile, type Exited } from "./fixtures/processes.js";
 
 const isRoot = process.getuid?.() === 0;
 if (!isRoot) console.warn("cluster e2e SKIPPED: needs root for network namespaces (CI runs as root)");
@@ -56,9 +55,7 @@ describe.skipIf(!isRoot)("the running cluster (lab, 3 members in their own names
     lab = await import("../src/lab/lab.js");
     dir = mkdtempSync(join(tmpdir(), "tandem-cluster-e2e-"));
     const file = join(dir, "big.bin");
-    const bytes = randomBytes(FILE_BYTES);
-    writeFileSync(file, bytes);
-    fileSha = createHash("sha256").update(bytes).digest("hex");
+    fileSha = writeRandomFile(file, FILE_BYTES);
     cluster = new LocalCluster({
       dataDir: join(dir, "data"),
       members: 3,

@@ -12,7 +12,6 @@
 //
 // Needs root (network namespaces), iperf3 and curl; skipped otherwise. Takes the lab lock.
 
-import { createHash, randomBytes } from "node:crypto";
 import { cpSync, mkdirSync, mkdtempSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -23,7 +22,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { GROUP_DEFAULT, LocalCluster, SOFTWARE_VERSION, waitUntil } from "../src/runtime/local-cluster.js";
 import { softwareRoot } from "../src/version.js";
 import { acquireLabLock } from "./fixtures/lab-lock.js";
-import { collect, sha256File } from "./fixtures/processes.js";
+import { collect, sha256File, writeRandomFile } from "./fixtures/processes.js";
 
 const isRoot = process.getuid?.() === 0;
 if (!isRoot) console.warn("upgrade e2e SKIPPED: needs root for network namespaces (CI runs as root)");
@@ -61,9 +60,7 @@ describe.skipIf(!isRoot)("rolling upgrade (lab, 3 members in their own namespace
     lab = await import("../src/lab/lab.js");
     dir = mkdtempSync(join(tmpdir(), "tandem-upgrade-e2e-"));
     const file = join(dir, "big.bin");
-    const bytes = randomBytes(FILE_BYTES);
-    writeFileSync(file, bytes);
-    fileSha = createHash("sha256").update(bytes).digest("hex");
+    fileSha = writeRandomFile(file, FILE_BYTES);
     cluster = new LocalCluster({
       dataDir: join(dir, "data"),
       members: 3,

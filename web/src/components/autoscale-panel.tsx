@@ -6,32 +6,17 @@
 //
 // Invariant: only words what the API answered; no figure is computed here.
 
-import { useEffect, useState } from "preact/hooks";
 import type { AutoscaleView } from "../../../src/api/types.js";
-import { messageOf, ms, num, time } from "../format.js";
+import { ms, num, time } from "../format.js";
 import type { Session } from "../session.js";
+import { useFetched } from "./use-fetched.js";
 
 const REFRESH_MS = 2_000;
 
 export function AutoscalePanel(props: { session: Session; group: string; atMs: number | null }) {
   const { session, group } = props;
-  const [view, setView] = useState<AutoscaleView | null>(null);
-  const [error, setError] = useState<string | null>(null);
   const tick = props.atMs === null ? 0 : Math.floor(props.atMs / REFRESH_MS);
-  useEffect(() => {
-    let stale = false;
-    session.client.groupAutoscale(group).then(
-      (v) => {
-        if (stale) return;
-        setView(v);
-        setError(null);
-      },
-      (e: unknown) => !stale && setError(messageOf(e)),
-    );
-    return () => {
-      stale = true;
-    };
-  }, [session, group, tick]);
+  const { value: view, error } = useFetched<AutoscaleView>(() => session.client.groupAutoscale(group), [session, group, tick]);
 
   return (
     <section aria-labelledby="autoscale-h" class="autoscale" data-testid="autoscale" data-enabled={view === null ? undefined : String(view.rules.enabled)}>

@@ -7,11 +7,12 @@
 //
 // Invariant: only words what the API answered; actions go through TandemClient.
 
-import { useEffect, useState } from "preact/hooks";
+import { useState } from "preact/hooks";
 import type { UpgradeStatusView } from "../../../src/api/types.js";
 import { messageOf, time } from "../format.js";
 import type { Session } from "../session.js";
 import { confirmAction, notify } from "./dialogs.js";
+import { useFetched } from "./use-fetched.js";
 
 const REFRESH_MS = 1_000;
 
@@ -19,24 +20,9 @@ type Verb = "pause" | "resume" | "rollback" | "abort";
 
 export function UpgradePanel(props: { session: Session; group: string; atMs: number | null }) {
   const { session, group } = props;
-  const [view, setView] = useState<UpgradeStatusView | null>(null);
-  const [error, setError] = useState<string | null>(null);
   const [bump, setBump] = useState(0);
   const tick = props.atMs === null ? 0 : Math.floor(props.atMs / REFRESH_MS);
-  useEffect(() => {
-    let stale = false;
-    session.client.upgradeStatus(group).then(
-      (v) => {
-        if (stale) return;
-        setView(v);
-        setError(null);
-      },
-      (e: unknown) => !stale && setError(messageOf(e)),
-    );
-    return () => {
-      stale = true;
-    };
-  }, [session, group, tick, bump]);
+  const { value: view, error } = useFetched<UpgradeStatusView>(() => session.client.upgradeStatus(group), [session, group, tick, bump]);
 
   const act = async (verb: Verb): Promise<void> => {
     if (verb === "rollback" || verb === "abort") {
