@@ -62,3 +62,17 @@ describe("tandem replay", () => {
     expect(r.stderr).toMatch(/at least one capture/);
   });
 });
+
+describe("tandem --version and subcommand options", () => {
+  it("prints the program's version, while `sg upgrade ... --version V` is the command's own option", () => {
+    const v = tandem("--version");
+    expect(v.status).toBe(0);
+    expect(v.stdout.trim()).toMatch(/^\d+\.\d+\.\d+/);
+    // Nothing listens on port 1: the command got as far as calling the API (it did not print
+    // the program's version and exit 0).
+    const r = tandem("sg", "upgrade", "default", "--version", "9.9.9", "--server", "http://127.0.0.1:1", "--token", "x");
+    expect(r.stdout).not.toContain(v.stdout.trim());
+    expect(r.status).not.toBe(0);
+    expect(r.stderr).toMatch(/127\.0\.0\.1:1|ECONNREFUSED|unreachable|cannot reach/i);
+  });
+});

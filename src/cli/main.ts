@@ -19,6 +19,9 @@ program
   .name("tandem")
   .description("Tandem: an open, software hyperscale gateway cluster")
   .version(softwareVersion())
+  // `tandem --version` is the program's; after a command name options are the command's own
+  // (`tandem sg upgrade GROUP --version V` names the version to upgrade to).
+  .enablePositionalOptions()
   .exitOverride()
   .showHelpAfterError();
 

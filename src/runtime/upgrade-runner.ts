@@ -22,6 +22,28 @@ import type { OrchestratorDaemon } from "./orchestrator-daemon.js";
 
 export const UPGRADE_ACTOR = "upgrade";
 
+/** What the driver is doing, in words (the status view's `waitingFor`). */
+export function describeAction(action: UpgradeAction): string {
+  switch (action.kind) {
+    case "wait":
+      return action.reason;
+    case "pause":
+      return `pausing: ${action.reason}`;
+    case "step":
+      return `${action.appliance} enters its ${action.step} step`;
+    case "drain":
+      return `draining ${action.appliance} (staged and applied)`;
+    case "rejoin":
+      return `${action.appliance} rejoins (staged and applied)`;
+    case "verify":
+      return "verification started";
+    case "member-done":
+      return `${action.appliance} done`;
+    case "finish":
+      return "finishing";
+  }
+}
+
 export interface UpgradeStatusView {
   group: string;
   upgrade: (UpgradeState & { goal: string }) | null;
@@ -199,7 +221,7 @@ export class UpgradeRunner {
   }
 
   private note(group: string, action: UpgradeAction): void {
-    const text = action.kind === "wait" ? action.reason : action.kind === "pause" ? `pause: ${action.reason}` : "appliance" in action ? `${action.kind} ${action.appliance}` : action.kind;
+    const text = describeAction(action);
     if (this.lastAction.get(group) !== text) {
       this.lastAction.set(group, text);
       if (action.kind !== "wait") this.host.logger.info({ group, action: action.kind, ...("appliance" in action ? { appliance: action.appliance } : {}) }, "upgrade step");
